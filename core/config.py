@@ -1,0 +1,64 @@
+"""Deployment settings, read once from the environment (the only place that reads it)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob ABAXUS reads. Names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    # PostgreSQL: a server URL, or unset for the embedded server under data_dir.
+    database_url: str | None = None
+    abaxus_data_dir: Path = Path(".abaxus")
+    # Pool per process; keep it >= THREADS so no request waits for a connection.
+    abaxus_db_pool_size: int = Field(default=0, ge=0, le=200)
+    abaxus_statement_timeout_ms: int = Field(default=30_000, ge=100, le=3_600_000)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    threads: int = Field(default=8, ge=1, le=256)
+
+    # Where CloudEvents go (Knative SinkBinding injects it; the dev server points it at its broker).
+    k_sink: str | None = None
+    k_service: str | None = None
+
+    abaxus_bootstrap_key: str | None = None
+    abaxus_region: str = "local"
+    abaxus_log_level: str = "INFO"
+    abaxus_knative_dir: Path = PROJECT_ROOT / "knative"
+    # The dev server fires the PingSources of knative/ (ticks); tests may switch them off.
+    abaxus_dev_ticks: bool = True
+
+    request_body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
+
+    @field_validator("abaxus_log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("ABAXUS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def pool_size(self) -> int:
+        return self.abaxus_db_pool_size or self.threads + 2
+
+
+@functools.lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings (tests and the dev server set variables before starting)."""
+    settings.cache_clear()
+    return settings()

@@ -1,0 +1,49 @@
+"""Canonical JSON and SHA-256: the one serialization every checksum in ABAXUS is taken over.
+
+Rules (documented in docs/concepts.md): keys sorted, no insignificant whitespace, UTF-8,
+Decimal as its exact string form, datetimes as RFC 3339 UTC with a `Z`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    raise TypeError(f"not canonically serializable: {type(value).__name__}")
+
+
+def rfc3339(value: datetime) -> str:
+    """UTC, microseconds only when present, `Z` suffix."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: every instant in ABAXUS carries a UTC offset")
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default
+    ).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_of(value: Any) -> str:
+    """SHA-256 (hex) of the canonical JSON of `value`."""
+    return sha256_hex(canonical_json(value))

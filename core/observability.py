@@ -1,0 +1,46 @@
+"""Prometheus metrics: one registry for the process, named abaxus_*."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+http_requests = Counter(
+    "abaxus_http_requests",
+    "HTTP requests answered, by function, route template, method and status.",
+    ["function", "route", "method", "status"],
+    registry=REGISTRY,
+)
+http_request_duration = Histogram(
+    "abaxus_http_request_duration_seconds",
+    "Time to answer an HTTP request, by function and route template.",
+    ["function", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+cloudevents_received = Counter(
+    "abaxus_cloudevents_received",
+    "CloudEvents received by a function, by type and outcome.",
+    ["function", "type", "outcome"],
+    registry=REGISTRY,
+)
+cloudevents_emitted = Counter(
+    "abaxus_cloudevents_emitted",
+    "CloudEvents sent to K_SINK, by type and outcome (sent, failed, skipped).",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+jobs_finished = Counter(
+    "abaxus_jobs_finished",
+    "Queue jobs that ended an attempt, by queue, kind and outcome (done, retry, dead).",
+    ["queue", "kind", "outcome"],
+    registry=REGISTRY,
+)
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def render_metrics() -> bytes:
+    return generate_latest(REGISTRY)

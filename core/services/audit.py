@@ -1,0 +1,56 @@
+"""The audit trail: one hash-chained row per mutation, in the mutation's own transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from core.adapters.postgres import audit as audit_rows
+from core.adapters.postgres.database import get_database
+from core.domain.audit import ChainBreak, verify_chain
+from core.domain.canonical import sha256_of
+from core.services.caller import Caller
+
+
+def record(
+    connection: Connection,
+    caller: Caller,
+    *,
+    action: str,
+    entity: str,
+    entity_id: str,
+    state: Any,
+    changes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return audit_rows.append(
+        connection,
+        {
+            "occurred_at": datetime.now(UTC),
+            "actor": caller.actor,
+            "action": action,
+            "entity": entity,
+            "entity_id": entity_id,
+            "request_id": caller.request_id,
+            "state_sha256": sha256_of(state),
+            "changes": changes,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    rows_checked: int
+    first_break: ChainBreak | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_break is None
+
+
+def verify() -> ChainReport:
+    with get_database().transaction() as connection:
+        checked, broken = verify_chain(audit_rows.iterate(connection))
+    return ChainReport(checked, broken)

@@ -1,0 +1,43 @@
+"""Handling a delivered CloudEvent exactly once per function, whatever the redeliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from core.adapters.postgres import inbox
+from core.adapters.postgres.database import get_database
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """The parts of a CloudEvent a handler may use (independent of the SDK's classes)."""
+
+    id: str
+    source: str
+    type: str
+    data: Any
+    subject: str | None = None
+    time: str | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+EventHandler = Callable[[Connection, ReceivedEvent], None]
+
+
+def handle_once(function: str, event: ReceivedEvent, handler: EventHandler) -> bool:
+    """Run `handler` in one transaction with the inbox record; False for a redelivery
+    (the handler does not run again, and the delivery is acknowledged)."""
+    with get_database().transaction() as connection:
+        if not inbox.record_first(connection, function, event.source, event.id, event.type):
+            return False
+        handler(connection, event)
+    return True
+
+
+def handled_events(function: str) -> list[tuple[str, str, str]]:
+    with get_database().transaction() as connection:
+        return inbox.handled(connection, function)

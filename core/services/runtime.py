@@ -1,0 +1,46 @@
+"""Starting a system: which database, its schema, its first keys."""
+
+from __future__ import annotations
+
+import logging
+
+from core.adapters.postgres.database import reset_database
+from core.adapters.postgres.embedded import start_embedded
+from core.adapters.postgres.migrate import upgrade_to_head
+from core.config import Settings
+from core.services import api_keys
+
+log = logging.getLogger(__name__)
+
+DEV_KEY_NAME = "dev-admin (created by abaxus dev)"
+
+
+def database_url(config: Settings) -> str:
+    """DATABASE_URL if set, otherwise the embedded server under ABAXUS_DATA_DIR."""
+    if config.database_url:
+        return config.database_url
+    return start_embedded(config.abaxus_data_dir)
+
+
+def migrate(url: str) -> str:
+    revision = upgrade_to_head(url)
+    log.info("schema at head", extra={"revision": revision})
+    return revision
+
+
+def ensure_bootstrap_key(config: Settings) -> bool:
+    """ABAXUS_BOOTSTRAP_KEY, when set, exists as an admin key; True if it is set."""
+    if not config.abaxus_bootstrap_key:
+        return False
+    api_keys.ensure_key(config.abaxus_bootstrap_key, name="bootstrap", scopes=["admin"])
+    return True
+
+
+def create_dev_key() -> api_keys.CreatedKey | None:
+    """An admin key on a system that has none (first start of `abaxus dev`)."""
+    return api_keys.create_first_admin_key(DEV_KEY_NAME)
+
+
+def release_connections() -> None:
+    """Close this process's pool (before forking workers, or when switching databases)."""
+    reset_database()

@@ -1,0 +1,43 @@
+"""The `aggregate` function: folds ingested events into rollups; answers usage queries."""
+
+from __future__ import annotations
+
+import logging
+
+import flask
+import functions_framework
+from sqlalchemy import Connection
+
+from core.adapters.queue import JobHandler
+from core.domain import errors, event_types
+from core.services import jobs
+from core.services.cloudevents import ReceivedEvent
+from functions.http import FunctionApp
+
+APP = FunctionApp("aggregate")
+ISSUE = "issue #5, metering and aggregation"
+QUEUE = "aggregate"
+# Job kinds of the aggregate queue and their handlers (the aggregation issue adds them).
+JOB_HANDLERS: dict[str, JobHandler] = {}
+
+log = logging.getLogger(__name__)
+
+APP.not_implemented("/v1/usage/summary", ["GET"], ISSUE)
+APP.not_implemented("/v1/usage/parity", ["GET"], ISSUE)
+
+
+@APP.on_event(event_types.EVENTS_INGESTED)
+def on_events_ingested(connection: Connection, event: ReceivedEvent) -> None:
+    raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
+
+
+@APP.on_event(event_types.AGGREGATE_TICK, event_types.KNATIVE_PING)
+def on_tick(connection: Connection, event: ReceivedEvent) -> None:
+    """Drain whatever ingestion work is due (a lost notification leaves work only here)."""
+    result = jobs.drain(QUEUE, JOB_HANDLERS)
+    log.info("aggregate tick", extra={"claimed": result.claimed, "done": result.done, "dead": result.dead})
+
+
+@functions_framework.http
+def aggregate(request: flask.Request) -> flask.Response:
+    return APP(request)

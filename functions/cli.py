@@ -1,0 +1,115 @@
+"""`abaxus`: the command line.
+
+    abaxus dev                      the whole system on one port (embedded PostgreSQL by default)
+    abaxus migrate                  apply migrations (advisory-locked) and the bootstrap key
+    abaxus keys create --name N --scope S [--scope S ...]
+    abaxus audit verify             check the audit log's hash chain end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from core.config import reload_settings, settings
+from core.logging import configure_logging
+from core.services import api_keys, audit, runtime
+from core.services.caller import SYSTEM
+
+
+def _prepare_database() -> str:
+    url = runtime.database_url(settings())
+    os.environ["DATABASE_URL"] = url
+    reload_settings()
+    runtime.release_connections()
+    runtime.migrate(url)
+    runtime.ensure_bootstrap_key(settings())
+    return url
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    _prepare_database()
+    print("migrations applied; schema at head")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    _prepare_database()
+    created = api_keys.create_key(SYSTEM, name=args.name, scopes=args.scope)
+    print(f"id:     {created.key['id']}\nscopes: {', '.join(created.key['scopes'])}")
+    print(f"secret: {created.secret}\n(shown once: store it now)")
+    return 0
+
+
+def cmd_audit_verify(_: argparse.Namespace) -> int:
+    _prepare_database()
+    report = audit.verify()
+    if report.ok:
+        print(f"ok: {report.rows_checked} audit rows, chain intact")
+        return 0
+    assert report.first_break is not None
+    print(f"BROKEN at audit row {report.first_break.row_id}: {report.first_break.reason}")
+    return 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from functions_framework._http.gunicorn import GunicornApplication
+
+    from functions.devserver import DevServer
+
+    host, port = args.host or settings().host, args.port if args.port is not None else settings().port
+    _prepare_database()
+    base_url = f"http://127.0.0.1:{port}"
+    os.environ["K_SINK"] = base_url + "/_broker"
+    config = reload_settings()
+    created = runtime.create_dev_key()
+    server = DevServer(base_url=base_url, knative_dir=config.abaxus_knative_dir)
+    runtime.release_connections()  # the workers open their own pools after the fork
+    _banner(base_url, created)
+
+    def start_broker(_worker: Any) -> None:
+        server.broker.start(pings=config.abaxus_dev_ticks)
+
+    os.environ.setdefault("THREADS", str(config.threads))
+    GunicornApplication(server, host, port, False, post_worker_init=start_broker).run()
+    return 0
+
+
+def _banner(base_url: str, created: api_keys.CreatedKey | None) -> None:
+    lines = [f"ABAXUS is serving every function on {base_url}", f"  health: {base_url}/healthz"]
+    if created is not None:
+        lines += [
+            "",
+            "  A first admin API key was created. It is shown ONCE, here:",
+            f"      {created.secret}",
+            f"  export ABAXUS_KEY={created.secret}",
+            f"  curl -H \"Authorization: Bearer $ABAXUS_KEY\" {base_url}/v1/api-keys",
+        ]
+    width = max(len(line) for line in lines) + 2
+    print("=" * width, *lines, "=" * width, sep="\n", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging(settings().abaxus_log_level)
+    parser = argparse.ArgumentParser(prog="abaxus", description="ABAXUS usage-based billing")
+    commands = parser.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser("dev", help="serve every function on one port")
+    dev.add_argument("--host", default=None)
+    dev.add_argument("--port", type=int, default=None)
+    dev.set_defaults(run=cmd_dev)
+    commands.add_parser("migrate", help="apply migrations").set_defaults(run=cmd_migrate)
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", required=True, choices=["events:write", "read", "admin"])
+    create.set_defaults(run=cmd_keys_create)
+    audit_parser = commands.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
+    audit_parser.add_parser("verify", help="verify the hash chain").set_defaults(run=cmd_audit_verify)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

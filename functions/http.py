@@ -1,0 +1,445 @@
+"""HTTP plumbing every function shares: routing, auth, problem+json, Idempotency-Key,
+request ids, health, metrics, and CloudEvents on `POST /`.
+
+A function module builds one `FunctionApp`, declares its routes and event handlers, and
+exposes it as a functions-framework HTTP target: `def api(request): return APP(request)`.
+Handlers stay thin: parse, call one service, return a `Reply`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import flask
+import pydantic
+from cloudevents.exceptions import GenericException as CloudEventError
+from cloudevents.http import from_http
+from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
+from werkzeug.routing import Map, Rule
+
+from core import auth
+from core.config import settings
+from core.domain import errors
+from core.domain.canonical import json_default
+from core.domain.pagination import parse_limit
+from core.logging import log_context
+from core.observability import (
+    METRICS_CONTENT_TYPE,
+    cloudevents_received,
+    http_request_duration,
+    http_requests,
+    render_metrics,
+)
+from core.services import api_keys, cloudevents, health, idempotency
+from core.services.caller import Caller
+
+log = logging.getLogger("abaxus.http")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+JSON_CONTENT_TYPE = "application/json"
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+DEFAULT_SCOPE = object()
+
+# The one table from domain errors to HTTP statuses (most specific class first wins).
+STATUS_BY_ERROR: dict[type[errors.AbaxusError], int] = {
+    errors.MalformedRequest: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.MethodNotAllowed: 405,
+    errors.Conflict: 409,
+    errors.IdempotencyInFlight: 409,
+    errors.PayloadTooLarge: 413,
+    errors.ValidationFailed: 422,
+    errors.IdempotencyKeyReused: 422,
+    errors.UnprocessableEvent: 422,
+    errors.NotImplementedYet: 501,
+    errors.Unavailable: 503,
+}
+
+
+def status_of(error: errors.AbaxusError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def to_json(value: Any) -> bytes:
+    return json.dumps(value, default=json_default, ensure_ascii=False).encode("utf-8")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number ABAXUS accepts")
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON with every non-integer number as an exact Decimal; NaN and Infinity refused."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise errors.MalformedRequest(f"body is not valid JSON: {error}", code="malformed_json") from error
+
+
+@dataclass
+class Reply:
+    body: Any = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    """What a route handler sees."""
+
+    raw: flask.Request
+    body: bytes
+    params: dict[str, str]
+    caller: Caller | None
+    request_id: str
+    _json: Any = field(default=None, repr=False)
+    _parsed: bool = field(default=False, repr=False)
+
+    def json(self) -> Any:
+        if not self._parsed:
+            if not self.body.strip():
+                raise errors.MalformedRequest("a JSON body is required", code="malformed_json")
+            self._json, self._parsed = parse_json(self.body), True
+        return self._json
+
+    def query(self, name: str) -> str | None:
+        return self.raw.args.get(name)
+
+    def limit(self) -> int:
+        return parse_limit(self.query("limit"))
+
+    def require_caller(self) -> Caller:
+        assert self.caller is not None, "route declared no scope but needs a caller"
+        return self.caller
+
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+def validate(model: type[Model], data: Any, *, loc: Sequence[str | int] = ("body",)) -> Model:
+    """Validate data against a pydantic model; failures become a 422 validation_error."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise errors.ValidationFailed(
+            "the request is not valid",
+            errors=[
+                errors.FieldError((*loc, *item["loc"]), item["msg"], item["type"])
+                for item in error.errors(include_url=False)
+            ],
+        ) from error
+
+
+RouteHandler = Callable[[Request], Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    rule: str
+    methods: tuple[str, ...]
+    handler: RouteHandler
+    scope: str | None
+
+
+class FunctionApp:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.routes: dict[str, Route] = {}
+        self.event_handlers: dict[str, cloudevents.EventHandler] = {}
+        self._map = Map(strict_slashes=False, merge_slashes=False)
+
+    # -- declaration -------------------------------------------------------------------
+
+    def route(
+        self, rule: str, methods: Sequence[str] = ("GET",), *, scope: Any = DEFAULT_SCOPE
+    ) -> Callable[[RouteHandler], RouteHandler]:
+        """Declare a route. The default scope is `read` for GET and `admin` otherwise."""
+
+        def register(handler: RouteHandler) -> RouteHandler:
+            for method in methods:
+                needed = scope
+                if needed is DEFAULT_SCOPE:
+                    needed = auth.SCOPE_READ if method == "GET" else auth.SCOPE_ADMIN
+                endpoint = f"{method} {rule}"
+                self.routes[endpoint] = Route(rule, (method,), handler, needed)
+                self._map.add(Rule(rule, methods=[method], endpoint=endpoint))
+            return handler
+
+        return register
+
+    def not_implemented(self, rule: str, methods: Sequence[str], issue: str) -> None:
+        """A route whose issue has not landed yet: an honest 501, never a fake answer."""
+
+        def handler(request: Request) -> Reply:
+            raise errors.NotImplementedYet(
+                f"{request.raw.method} {rule} is not implemented yet ({issue})"
+            )
+
+        self.route(rule, methods)(handler)
+
+    def on_event(self, *types: str) -> Callable[[cloudevents.EventHandler], cloudevents.EventHandler]:
+        def register(handler: cloudevents.EventHandler) -> cloudevents.EventHandler:
+            for type_ in types:
+                self.event_handlers[type_] = handler
+            return handler
+
+        return register
+
+    def rules(self) -> list[str]:
+        return sorted({route.rule for route in self.routes.values()})
+
+    # -- serving -----------------------------------------------------------------------
+
+    def __call__(self, request: flask.Request) -> flask.Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-Id", "")
+        if not REQUEST_ID_PATTERN.match(request_id):
+            request_id = "req_" + uuid.uuid4().hex
+        token = log_context.set({"function": self.name, "request_id": request_id})
+        route_label = "unmatched"
+        try:
+            route_label, response = self._dispatch(request, request_id)
+        except Exception:
+            # The outermost boundary: the only place that catches everything.
+            log.exception("unhandled error", extra={"path": request.path})
+            response = self._problem(
+                errors.AbaxusError(
+                    "an unexpected error occurred; the request id identifies it in the logs",
+                    code="internal_error",
+                    title="Internal server error",
+                ),
+                request_id,
+                status=500,
+            )
+        finally:
+            log_context.reset(token)
+        response.headers["X-Request-Id"] = request_id
+        elapsed = time.perf_counter() - started
+        http_requests.labels(self.name, route_label, request.method, str(response.status_code)).inc()
+        http_request_duration.labels(self.name, route_label).observe(elapsed)
+        if route_label not in {"/healthz", "/metrics"}:
+            log.info(
+                "request",
+                extra={
+                    "function": self.name,
+                    "request_id": request_id,
+                    "method": request.method,
+                    "route": route_label,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+        return response
+
+    def _dispatch(self, request: flask.Request, request_id: str) -> tuple[str, flask.Response]:
+        path = request.path
+        if path in {"/healthz", "/readyz", "/metrics"} and request.method in {"GET", "HEAD"}:
+            return path, self._operational(path)
+        if path == "/" and request.method == "POST":
+            return "cloudevent", self._cloudevent(request, request_id)
+        try:
+            endpoint, params = self._map.bind("localhost").match(path, method=request.method)
+        except RouteNotFound:
+            return "unmatched", self._problem(
+                errors.NotFound(f"no route {path}", code="route_not_found"), request_id
+            )
+        except RouteMethodNotAllowed as error:
+            allowed = ", ".join(sorted(error.valid_methods or []))
+            response = self._problem(
+                errors.MethodNotAllowed(f"{request.method} is not allowed on {path}"), request_id
+            )
+            response.headers["Allow"] = allowed
+            return "unmatched", response
+        route = self.routes[endpoint]
+        try:
+            return route.rule, self._serve(route, request, params, request_id)
+        except errors.AbaxusError as error:
+            return route.rule, self._problem(error, request_id)
+
+    def _serve(
+        self, route: Route, request: flask.Request, params: dict[str, str], request_id: str
+    ) -> flask.Response:
+        caller = self._authenticate(request, route.scope, request_id)
+        body = _read_body(request)
+        context = Request(request, body, params, caller, request_id)
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or key is None or caller is None:
+            return _render(route.handler(context))
+        if not IDEMPOTENCY_KEY_PATTERN.match(key):
+            raise errors.ValidationFailed(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                code="invalid_idempotency_key",
+            )
+
+        def compute() -> idempotency.StoredResponse:
+            return _stored(_render(route.handler(context)))
+
+        def render_error(error: errors.AbaxusError) -> idempotency.StoredResponse:
+            return _stored(self._problem(error, request_id))
+
+        stored, replayed = idempotency.run_once(
+            api_key_id=caller.api_key_id,
+            key=key,
+            method=request.method,
+            path=request.full_path.rstrip("?"),
+            body=body,
+            compute=compute,
+            render_error=render_error,
+        )
+        response = flask.Response(stored.body, status=stored.status, headers=stored.headers)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+    def _authenticate(self, request: flask.Request, scope: str | None, request_id: str) -> Caller | None:
+        if scope is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise errors.Unauthenticated("an API key is required: Authorization: Bearer <key>")
+        caller = api_keys.authenticate(secret.strip(), request_id)
+        if not auth.allows(caller.scopes, scope):
+            raise errors.Forbidden(f"this API key lacks the {scope!r} scope", code="insufficient_scope")
+        return caller
+
+    def _operational(self, path: str) -> flask.Response:
+        if path == "/healthz":
+            return flask.Response(to_json({"status": "ok", "function": self.name}), 200, mimetype=JSON_CONTENT_TYPE)
+        if path == "/metrics":
+            return flask.Response(render_metrics(), 200, content_type=METRICS_CONTENT_TYPE)
+        ready, detail = health.readiness()
+        body = {"status": "ready" if ready else "not_ready", "function": self.name, **detail}
+        return flask.Response(to_json(body), 200 if ready else 503, mimetype=JSON_CONTENT_TYPE)
+
+    def _cloudevent(self, request: flask.Request, request_id: str) -> flask.Response:
+        body = _read_body(request)
+        headers = dict(request.headers)
+        try:
+            event = from_http(headers, body)
+            data = decode_event_data(headers, body)
+        except (CloudEventError, errors.MalformedRequest) as error:
+            cloudevents_received.labels(self.name, "unknown", "invalid").inc()
+            return self._problem(
+                errors.MalformedRequest(f"not a valid CloudEvent: {error}", code="invalid_cloudevent"),
+                request_id,
+            )
+        type_ = str(event["type"])
+        attributes = event.get_attributes()
+        received = cloudevents.ReceivedEvent(
+            id=str(event["id"]),
+            source=str(event["source"]),
+            type=type_,
+            data=data,
+            subject=attributes.get("subject"),
+            time=str(attributes["time"]) if attributes.get("time") else None,
+            extensions={
+                k: v for k, v in attributes.items()
+                if k not in {"id", "source", "type", "specversion", "datacontenttype",
+                             "dataschema", "subject", "time"}
+            },
+        )
+        handler = self.event_handlers.get(type_)
+        if handler is None:
+            cloudevents_received.labels(self.name, type_, "unsupported").inc()
+            return self._problem(
+                errors.UnprocessableEvent(
+                    f"function {self.name!r} does not handle CloudEvents of type {type_!r}",
+                    code="unsupported_event_type",
+                ),
+                request_id,
+            )
+        try:
+            first = cloudevents.handle_once(self.name, received, handler)
+        except errors.AbaxusError as error:
+            status = status_of(error)
+            if status < 500:
+                # Never retryable: answer 422 (404/409 would make Knative retry it).
+                cloudevents_received.labels(self.name, type_, "rejected").inc()
+                log.warning("CloudEvent rejected", extra={"ce_id": received.id, "ce_type": type_, "code": error.code})
+                return self._problem(error, request_id, status=422)
+            cloudevents_received.labels(self.name, type_, "failed").inc()
+            return self._problem(error, request_id)
+        cloudevents_received.labels(self.name, type_, "handled" if first else "duplicate").inc()
+        # Knative: an empty 202 is an acknowledgement; a non-empty non-CloudEvent 2xx is not.
+        return flask.Response(status=202)
+
+    def _problem(
+        self, error: errors.AbaxusError, request_id: str, *, status: int | None = None
+    ) -> flask.Response:
+        status = status or status_of(error)
+        body = {
+            "type": f"https://abaxus.dev/problems/{error.code.replace('_', '-')}",
+            "title": error.title,
+            "status": status,
+            "detail": error.detail,
+            "code": error.code,
+            "request_id": request_id,
+            "errors": [{"loc": list(item.loc), "msg": item.msg, "type": item.type} for item in error.errors],
+        }
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        return flask.Response(to_json(body), status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _read_body(request: flask.Request) -> bytes:
+    limit = settings().request_body_bytes_max
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge(f"request body over {limit} bytes", code="payload_too_large")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise errors.PayloadTooLarge(f"request body over {limit} bytes", code="payload_too_large")
+    return body
+
+
+def decode_event_data(headers: Mapping[str, str], body: bytes) -> Any:
+    """A CloudEvent's data with JSON numbers as Decimal (the SDK would give floats)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    content_type = lowered.get("content-type", "").split(";")[0].strip().lower()
+    if "ce-specversion" in lowered:  # binary mode: the body is the data
+        if not body:
+            return None
+        if content_type in {"", "application/json"} or content_type.endswith("+json"):
+            return parse_json(body)
+        return body
+    envelope = parse_json(body)
+    if not isinstance(envelope, dict):
+        raise errors.MalformedRequest("structured CloudEvent must be a JSON object")
+    if "data_base64" in envelope:
+        return base64.b64decode(envelope["data_base64"])
+    return envelope.get("data")
+
+
+def _render(reply: Reply) -> flask.Response:
+    if reply.body is None:
+        return flask.Response(status=reply.status, headers=reply.headers)
+    return flask.Response(
+        to_json(reply.body), status=reply.status, headers=reply.headers, content_type=JSON_CONTENT_TYPE
+    )
+
+
+def _stored(response: flask.Response) -> idempotency.StoredResponse:
+    headers = {"Content-Type": response.content_type or JSON_CONTENT_TYPE}
+    for name in ("Location",):
+        if name in response.headers:
+            headers[name] = response.headers[name]
+    return idempotency.StoredResponse(response.status_code, response.get_data(), headers)
+
+
+def list_reply(data: list[Any], next_cursor: str | None) -> Reply:
+    return Reply({"data": data, "next_cursor": next_cursor})

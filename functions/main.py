@@ -1,0 +1,22 @@
+"""The functions-framework source for every ABAXUS function (one image, many targets):
+
+    functions-framework --source functions/main.py --target ingest
+
+Each target is an HTTP-signature function that serves its /v1 routes and receives
+CloudEvents on POST /.
+"""
+
+from __future__ import annotations
+
+from core.config import settings
+from core.logging import configure_logging
+from functions.aggregate import aggregate
+from functions.api import api
+from functions.calculate import calculate
+from functions.charge import charge
+from functions.ingest import ingest
+from functions.invoice import invoice
+
+configure_logging(settings().abaxus_log_level)
+
+__all__ = ["aggregate", "api", "calculate", "charge", "ingest", "invoice"]
