@@ -52,6 +52,20 @@ class WorkResult:
     retried: int = 0
     dead: int = 0
 
+    def record(self, outcome: str) -> None:
+        if outcome == "done":
+            self.done += 1
+        elif outcome == "retry":
+            self.retried += 1
+        else:
+            self.dead += 1
+
+    def add(self, other: WorkResult) -> None:
+        self.claimed += other.claimed
+        self.done += other.done
+        self.retried += other.retried
+        self.dead += other.dead
+
 
 JobHandler = Callable[[Connection, Job], None]
 
@@ -218,7 +232,7 @@ def work(
             else:
                 _complete(connection, job, now)
                 outcome = "done"
-            setattr(result, outcome, getattr(result, outcome) + 1)
+            result.record(outcome)
             jobs_finished.labels(queue, job.kind, outcome).inc()
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,6 @@ class ChainReport:
 
 
 def verify() -> ChainReport:
-    with get_database().transaction() as connection:
-        checked, broken = verify_chain(audit_rows.iterate(connection))
+    with get_database().transaction() as connection, closing(audit_rows.iterate(connection)) as rows:
+        checked, broken = verify_chain(rows)
     return ChainReport(checked, broken)

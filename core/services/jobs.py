@@ -19,8 +19,7 @@ def drain(
     total = queue.WorkResult()
     for _ in range(DRAIN_ROUNDS_MAX):
         result = queue.work(get_database(), queue_name, handlers, limit=batch)
-        for name in ("claimed", "done", "retried", "dead"):
-            setattr(total, name, getattr(total, name) + getattr(result, name))
+        total.add(result)
         if result.claimed == 0:
             break
     return total

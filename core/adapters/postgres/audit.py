@@ -31,8 +31,11 @@ def iterate(connection: Connection) -> Iterator[dict[str, Any]]:
     result = connection.execution_options(yield_per=VERIFY_FETCH_ROWS).execute(
         select(audit_log).order_by(audit_log.c.id)
     )
-    for row in result:
-        yield dict(row._mapping)
+    try:
+        for row in result:
+            yield dict(row._mapping)
+    finally:
+        result.close()  # the server-side cursor, also when the caller stops early
 
 
 def page(

@@ -1,0 +1,137 @@
+"""What PostgreSQL itself enforces, checked with raw SQL, and the audit chain."""
+
+import threading
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+from sqlalchemy import inspect, text
+
+from core.adapters import queue
+from core.adapters.postgres.database import get_database, reset_database
+from core.adapters.postgres.embedded import create_database, drop_database
+from core.adapters.postgres.migrate import head_revision, upgrade_to_head
+from core.adapters.postgres.tables import metadata
+from core.config import reload_settings
+from core.services import api_keys, audit, health
+from core.services.caller import SYSTEM
+from tests.conftest import _with_database
+
+
+def _raw(url):
+    return psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True)
+
+
+def _refused(connection, statement):
+    with pytest.raises(psycopg.Error) as caught:
+        connection.execute(statement)
+    assert caught.value.sqlstate == "AB001", caught.value
+    return str(caught.value)
+
+
+def test_the_database_refuses_deleting_api_keys_and_any_change_to_the_audit_log(db):
+    api_keys.create_key(SYSTEM, name="k", scopes=["read"])
+    with _raw(db) as connection:
+        assert "DELETE on api_keys is refused" in _refused(connection, "DELETE FROM api_keys")
+        _refused(connection, "TRUNCATE api_keys CASCADE")
+        _refused(connection, "DELETE FROM audit_log")
+        _refused(connection, "UPDATE audit_log SET actor = 'someone else'")
+        _refused(connection, "TRUNCATE audit_log")
+        assert connection.execute("SELECT count(*) FROM api_keys").fetchone() == (1,)
+        assert connection.execute("SELECT count(*) FROM audit_log").fetchone() == (1,)
+
+
+def test_every_key_mutation_writes_one_chained_audit_row(db):
+    created = api_keys.create_key(SYSTEM.__class__("key_admin", frozenset({"admin"}), "req-1"), name="k", scopes=["read"])
+    api_keys.revoke_key(SYSTEM, created.key["id"])
+    api_keys.revoke_key(SYSTEM, created.key["id"])  # already revoked: no second row
+    with get_database().transaction() as connection:
+        rows = connection.execute(text("SELECT * FROM audit_log ORDER BY id")).all()
+    assert [(r.action, r.entity_id) for r in rows] == [
+        ("api_key.created", created.key["id"]),
+        ("api_key.revoked", created.key["id"]),
+    ]
+    assert (rows[0].actor, rows[0].request_id) == ("key_admin", "req-1")
+    assert rows[1].prev_sha256 == rows[0].row_sha256
+    report = audit.verify()
+    assert report.ok and report.rows_checked == 2
+
+
+def test_audit_verify_names_the_first_row_altered_behind_the_api(db):
+    for n in range(3):
+        api_keys.create_key(SYSTEM, name=f"k{n}", scopes=["read"])
+    with _raw(db) as connection:
+        connection.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+        connection.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = 2")
+        connection.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+    report = audit.verify()
+    assert not report.ok
+    assert report.first_break is not None and report.first_break.row_id == 2
+
+
+def test_core_table_descriptions_match_the_migrated_schema(db):
+    inspector = inspect(get_database().engine)
+    for table in metadata.sorted_tables:
+        migrated = {column["name"] for column in inspector.get_columns(table.name)}
+        assert migrated == set(table.columns.keys()), table.name
+
+
+def test_concurrent_migrations_do_not_race(admin_url):
+    name = "abaxus_test_concurrent_migrate"
+    drop_database(admin_url, name)
+    create_database(admin_url, name)
+    url = _with_database(admin_url, name)
+    results, failures = [], []
+
+    def migrate():
+        try:
+            results.append(upgrade_to_head(url))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            failures.append(error)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and results == [head_revision()] * 3
+    drop_database(admin_url, name)
+
+
+def test_readiness_fails_on_a_database_without_the_schema(admin_url, database_url, monkeypatch):
+    name = "abaxus_test_unmigrated"
+    drop_database(admin_url, name)
+    create_database(admin_url, name)
+    monkeypatch.setenv("DATABASE_URL", _with_database(admin_url, name))
+    reload_settings()
+    reset_database()
+    try:
+        ready, detail = health.readiness()
+        assert not ready and detail["schema"] == "behind" and detail["revision"] is None
+    finally:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        reload_settings()
+        reset_database()
+        drop_database(admin_url, name)
+    assert health.readiness()[0]
+
+
+def test_readiness_fails_when_the_database_is_unreachable(database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    reload_settings()
+    reset_database()
+    try:
+        ready, detail = health.readiness()
+        assert not ready and detail["database"] == "unreachable"
+    finally:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        reload_settings()
+        reset_database()
+
+
+def test_jsonb_round_trips_decimals_without_floats(db):
+    with get_database().transaction() as connection:
+        job_id = queue.enqueue(connection, "t", "k", {"amount": Decimal("0.1000000001")})
+        payload = connection.execute(text("SELECT payload FROM jobs WHERE id = :i"), {"i": job_id}).scalar()
+    assert payload == {"amount": "0.1000000001"}

@@ -1,0 +1,64 @@
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from core.domain.audit import GENESIS_SHA256, row_sha256, verify_chain
+from core.domain.canonical import canonical_json, rfc3339, sha256_of
+
+
+def test_canonical_json_sorts_keys_and_keeps_decimals_exact():
+    value = {"b": Decimal("0.1000000001"), "a": [1, "x"], "c": datetime(2026, 3, 1, tzinfo=UTC)}
+    assert canonical_json(value) == b'{"a":[1,"x"],"b":"0.1000000001","c":"2026-03-01T00:00:00Z"}'
+
+
+def test_canonical_json_refuses_floats_silently_never():
+    # floats are JSON-native, so they serialize; the point is Decimal never becomes a float
+    assert canonical_json({"v": Decimal("1E+2")}) == b'{"v":"1E+2"}'
+
+
+def test_rfc3339_is_utc_with_z_and_refuses_naive_datetimes():
+    eastern = timezone(timedelta(hours=-5))
+    assert rfc3339(datetime(2026, 3, 1, 7, 0, 0, 250, tzinfo=eastern)) == "2026-03-01T12:00:00.000250Z"
+    with pytest.raises(ValueError, match="naive"):
+        rfc3339(datetime(2026, 3, 1))  # noqa: DTZ001
+
+
+def _chain(count):
+    rows, previous = [], GENESIS_SHA256
+    for index in range(count):
+        row = {
+            "id": index + 1,
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=index),
+            "actor": "key_1",
+            "action": "thing.created",
+            "entity": "thing",
+            "entity_id": f"t{index}",
+            "request_id": None,
+            "state_sha256": sha256_of({"n": index}),
+            "changes": None,
+            "prev_sha256": previous,
+        }
+        row["row_sha256"] = row_sha256(previous, row)
+        previous = row["row_sha256"]
+        rows.append(row)
+    return rows
+
+
+def test_an_intact_chain_verifies():
+    assert verify_chain(_chain(5)) == (5, None)
+
+
+def test_an_edited_row_breaks_the_chain_at_that_row():
+    rows = _chain(5)
+    rows[2]["entity_id"] = "forged"
+    checked, broken = verify_chain(rows)
+    assert broken is not None and broken.row_id == 3 and checked == 3
+
+
+def test_a_removed_row_breaks_the_chain_at_the_next_row():
+    rows = _chain(5)
+    del rows[1]
+    _, broken = verify_chain(rows)
+    assert broken is not None and broken.row_id == 3
+    assert "prev_sha256" in broken.reason
