@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 
-SECRET_PREFIX = "abx_"
+SECRET_PREFIX = "abx_"  # noqa: S105 - the public prefix of every secret, not a secret
 SECRET_RANDOM_BYTES = 30
 LOOKUP_PREFIX_CHARS = 12
 SECRET_CHARS_MAX = 200

@@ -6,7 +6,6 @@ import logging
 
 import flask
 import functions_framework
-from sqlalchemy import Connection
 
 from core.adapters.queue import JobHandler
 from core.domain import errors, event_types
@@ -27,15 +26,18 @@ APP.not_implemented("/v1/usage/parity", ["GET"], ISSUE)
 
 
 @APP.on_event(event_types.EVENTS_INGESTED)
-def on_events_ingested(connection: Connection, event: ReceivedEvent) -> None:
+def on_events_ingested(event: ReceivedEvent) -> None:
     raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
 
 
 @APP.on_event(event_types.AGGREGATE_TICK, event_types.KNATIVE_PING)
-def on_tick(connection: Connection, event: ReceivedEvent) -> None:
+def on_tick(event: ReceivedEvent) -> None:
     """Drain whatever ingestion work is due (a lost notification leaves work only here)."""
     result = jobs.drain(QUEUE, JOB_HANDLERS)
-    log.info("aggregate tick", extra={"claimed": result.claimed, "done": result.done, "dead": result.dead})
+    log.info(
+        "aggregate tick",
+        extra={"claimed": result.claimed, "done": result.done, "dead": result.dead},
+    )
 
 
 @functions_framework.http

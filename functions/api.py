@@ -17,7 +17,9 @@ APP = FunctionApp("api")
 class CreateApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    scopes: Annotated[list[Literal["events:write", "read", "admin"]], Field(min_length=1, max_length=3)]
+    scopes: Annotated[
+        list[Literal["events:write", "read", "admin"]], Field(min_length=1, max_length=3)
+    ]
 
 
 @APP.route("/v1/api-keys", ["POST"])

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 from cloudevents.http import from_http
-from sqlalchemy import Connection
 
 from core.adapters.queue import GiveUp, Job, RetryLater
 from core.services import jobs
@@ -54,7 +53,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> str:
 
 
 def _event_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower().startswith("ce-") or k.lower() == "content-type"}
+    return {
+        k: v
+        for k, v in headers.items()
+        if k.lower().startswith("ce-") or k.lower() == "content-type"
+    }
 
 
 class LocalBroker:
@@ -69,7 +72,9 @@ class LocalBroker:
 
     # -- ingress -------------------------------------------------------------------
 
-    def publish(self, headers: Mapping[str, str], body: bytes, *, dedupe_key: str | None = None) -> int:
+    def publish(
+        self, headers: Mapping[str, str], body: bytes, *, dedupe_key: str | None = None
+    ) -> int:
         """Route one CloudEvent; returns how many deliveries were recorded. Raises the
         SDK's error for something that is not a CloudEvent."""
         event = from_http(dict(headers), body)
@@ -99,7 +104,11 @@ class LocalBroker:
         )
         log.info(
             "event accepted",
-            extra={"ce_id": attributes["id"], "ce_type": attributes["type"], "triggers": [s.trigger for s in subscribers]},
+            extra={
+                "ce_id": attributes["id"],
+                "ce_type": attributes["type"],
+                "triggers": [s.trigger for s in subscribers],
+            },
         )
         return len(subscribers)
 
@@ -111,7 +120,7 @@ class LocalBroker:
             session = self._local.session = requests.Session()
         return session
 
-    def deliver(self, connection: Connection, job: Job) -> None:
+    def deliver(self, job: Job) -> None:
         payload = job.payload
         subscription: Subscription | None = self._subscriptions.get(payload["trigger"])
         if subscription is None:
@@ -126,18 +135,29 @@ class LocalBroker:
                 timeout=timeout,
             )
         except requests.RequestException as error:
-            raise RetryLater(f"delivery to {subscription.function} failed: {error}", retry_delay) from error
+            raise RetryLater(
+                f"delivery to {subscription.function} failed: {error}", retry_delay
+            ) from error
         outcome = classify(response.status_code, response.headers, response.content)
         log.info(
             "delivery",
-            extra={"ce_id": payload["ce_id"], "trigger": subscription.trigger, "status": response.status_code, "outcome": outcome},
+            extra={
+                "ce_id": payload["ce_id"],
+                "trigger": subscription.trigger,
+                "status": response.status_code,
+                "outcome": outcome,
+            },
         )
         if outcome == "reply":
             self.publish(response.headers, response.content)
         elif outcome == "retry":
-            raise RetryLater(f"{subscription.function} answered {response.status_code}", retry_delay)
+            raise RetryLater(
+                f"{subscription.function} answered {response.status_code}", retry_delay
+            )
         elif outcome == "failed":
-            raise GiveUp(f"{subscription.function} answered {response.status_code}: {response.text[:500]}")
+            raise GiveUp(
+                f"{subscription.function} answered {response.status_code}: {response.text[:500]}"
+            )
 
     def run_deliveries_once(self, limit: int = 10) -> int:
         return jobs.work(QUEUE, {"deliver": self.deliver}, limit=limit).claimed

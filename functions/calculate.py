@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import flask
 import functions_framework
-from sqlalchemy import Connection
 
 from core.domain import errors, event_types
 from core.services.cloudevents import ReceivedEvent
@@ -15,11 +14,13 @@ ISSUE = "issue #6, pricing engine"
 
 APP.not_implemented("/v1/pricing/calculate", ["POST"], ISSUE)
 APP.not_implemented("/v1/pricing/calculations/<calculation_id>", ["GET"], ISSUE)
-APP.not_implemented("/v1/pricing/calculations/<calculation_id>/lines/<int:line>/events", ["GET"], ISSUE)
+APP.not_implemented(
+    "/v1/pricing/calculations/<calculation_id>/lines/<int:line>/events", ["GET"], ISSUE
+)
 
 
 @APP.on_event(event_types.INVOICE_REQUESTED)
-def on_invoice_requested(connection: Connection, event: ReceivedEvent) -> None:
+def on_invoice_requested(event: ReceivedEvent) -> None:
     raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
 
 

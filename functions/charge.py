@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import flask
 import functions_framework
-from sqlalchemy import Connection
 
 from core.domain import errors, event_types
 from core.services.cloudevents import ReceivedEvent
@@ -24,7 +23,7 @@ def stripe_webhook(request: Request) -> Reply:
 
 
 @APP.on_event(event_types.INVOICE_ISSUED)
-def on_invoice_issued(connection: Connection, event: ReceivedEvent) -> None:
+def on_invoice_issued(event: ReceivedEvent) -> None:
     raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
 
 

@@ -1,9 +1,9 @@
 """`abaxus`: the command line.
 
-    abaxus dev                      the whole system on one port (embedded PostgreSQL by default)
-    abaxus migrate                  apply migrations (advisory-locked) and the bootstrap key
-    abaxus keys create --name N --scope S [--scope S ...]
-    abaxus audit verify             check the audit log's hash chain end to end
+abaxus dev                      the whole system on one port (embedded PostgreSQL by default)
+abaxus migrate                  apply migrations (advisory-locked) and the bootstrap key
+abaxus keys create --name N --scope S [--scope S ...]
+abaxus audit verify             check the audit log's hash chain end to end
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import os
 import sys
 from typing import Any
 
+from functions_framework._http.gunicorn import GunicornApplication
+
 from core.config import reload_settings, settings
 from core.logging import configure_logging
 from core.services import api_keys, audit, runtime
 from core.services.caller import SYSTEM
+from functions.devserver import DevServer
 
 
 def _prepare_database() -> str:
@@ -55,11 +58,10 @@ def cmd_audit_verify(_: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from functions_framework._http.gunicorn import GunicornApplication
-
-    from functions.devserver import DevServer
-
-    host, port = args.host or settings().host, args.port if args.port is not None else settings().port
+    host, port = (
+        args.host or settings().host,
+        args.port if args.port is not None else settings().port,
+    )
     _prepare_database()
     base_url = f"http://127.0.0.1:{port}"
     os.environ["K_SINK"] = base_url + "/_broker"
@@ -73,7 +75,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
         server.broker.start(pings=config.abaxus_dev_ticks)
 
     os.environ.setdefault("THREADS", str(config.threads))
-    GunicornApplication(server, host, port, False, post_worker_init=start_broker).run()
+    application = GunicornApplication(  # type: ignore[no-untyped-call]
+        server, host, port, False, post_worker_init=start_broker
+    )
+    application.run()
     return 0
 
 
@@ -85,7 +90,7 @@ def _banner(base_url: str, created: api_keys.CreatedKey | None) -> None:
             "  A first admin API key was created. It is shown ONCE, here:",
             f"      {created.secret}",
             f"  export ABAXUS_KEY={created.secret}",
-            f"  curl -H \"Authorization: Bearer $ABAXUS_KEY\" {base_url}/v1/api-keys",
+            f'  curl -H "Authorization: Bearer $ABAXUS_KEY" {base_url}/v1/api-keys',
         ]
     width = max(len(line) for line in lines) + 2
     print("=" * width, *lines, "=" * width, sep="\n", flush=True)
@@ -103,10 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key and print its secret once")
     create.add_argument("--name", required=True)
-    create.add_argument("--scope", action="append", required=True, choices=["events:write", "read", "admin"])
+    create.add_argument(
+        "--scope", action="append", required=True, choices=["events:write", "read", "admin"]
+    )
     create.set_defaults(run=cmd_keys_create)
-    audit_parser = commands.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
-    audit_parser.add_parser("verify", help="verify the hash chain").set_defaults(run=cmd_audit_verify)
+    audit_parser = commands.add_parser("audit", help="audit log").add_subparsers(
+        dest="audit", required=True
+    )
+    audit_parser.add_parser("verify", help="verify the hash chain").set_defaults(
+        run=cmd_audit_verify
+    )
     args = parser.parse_args(argv)
     return int(args.run(args))
 

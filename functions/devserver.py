@@ -42,7 +42,8 @@ class DevServer:
     def __init__(self, *, base_url: str, knative_dir: Path) -> None:
         self.base_url = base_url.rstrip("/")
         self.apps: dict[str, WSGIApplication] = {
-            name: create_app(target=name, source=str(MAIN_SOURCE)) for name in FUNCTIONS
+            name: create_app(target=name, source=str(MAIN_SOURCE))  # type: ignore[no-untyped-call]
+            for name in FUNCTIONS
         }
         self.topology = load_topology(knative_dir)
         unknown = set(self.topology.functions_by_service.values()) - set(self.apps)
@@ -59,7 +60,7 @@ class DevServer:
         if method == "POST" and path in {"/", BROKER_PATH, BROKER_PATH + "/"}:
             return self._ingress(environ, start_response)
         if path.startswith(FUNCTIONS_PATH):
-            name, _, rest = path[len(FUNCTIONS_PATH):].partition("/")
+            name, _, rest = path[len(FUNCTIONS_PATH) :].partition("/")
             if name in self.apps:
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + FUNCTIONS_PATH + name
                 environ["PATH_INFO"] = "/" + rest
@@ -83,5 +84,11 @@ class DevServer:
 
 
 def _problem(status: int, code: str, detail: str) -> WsgiResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": "Broker", "status": status, "detail": detail, "code": code}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": "Broker",
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
     return WsgiResponse(json.dumps(body), status=status, content_type="application/problem+json")

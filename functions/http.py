@@ -87,9 +87,13 @@ def _reject_constant(name: str) -> Any:
 def parse_json(body: bytes) -> Any:
     """JSON with every non-integer number as an exact Decimal; NaN and Infinity refused."""
     try:
-        return json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(
+            body.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant
+        )
     except (UnicodeDecodeError, ValueError) as error:
-        raise errors.MalformedRequest(f"body is not valid JSON: {error}", code="malformed_json") from error
+        raise errors.MalformedRequest(
+            f"body is not valid JSON: {error}", code="malformed_json"
+        ) from error
 
 
 @dataclass
@@ -193,7 +197,9 @@ class FunctionApp:
 
         self.route(rule, methods)(handler)
 
-    def on_event(self, *types: str) -> Callable[[cloudevents.EventHandler], cloudevents.EventHandler]:
+    def on_event(
+        self, *types: str
+    ) -> Callable[[cloudevents.EventHandler], cloudevents.EventHandler]:
         def register(handler: cloudevents.EventHandler) -> cloudevents.EventHandler:
             for type_ in types:
                 self.event_handlers[type_] = handler
@@ -231,7 +237,9 @@ class FunctionApp:
             log_context.reset(token)
         response.headers["X-Request-Id"] = request_id
         elapsed = time.perf_counter() - started
-        http_requests.labels(self.name, route_label, request.method, str(response.status_code)).inc()
+        http_requests.labels(
+            self.name, route_label, request.method, str(response.status_code)
+        ).inc()
         http_request_duration.labels(self.name, route_label).observe(elapsed)
         if route_label not in {"/healthz", "/metrics"}:
             log.info(
@@ -268,7 +276,7 @@ class FunctionApp:
             return "unmatched", response
         route = self.routes[endpoint]
         try:
-            return route.rule, self._serve(route, request, params, request_id)
+            return route.rule, self._serve(route, request, dict(params), request_id)
         except errors.AbaxusError as error:
             return route.rule, self._problem(error, request_id)
 
@@ -307,7 +315,9 @@ class FunctionApp:
             response.headers["Idempotent-Replayed"] = "true"
         return response
 
-    def _authenticate(self, request: flask.Request, scope: str | None, request_id: str) -> Caller | None:
+    def _authenticate(
+        self, request: flask.Request, scope: str | None, request_id: str
+    ) -> Caller | None:
         if scope is None:
             return None
         header = request.headers.get("Authorization", "")
@@ -316,12 +326,16 @@ class FunctionApp:
             raise errors.Unauthenticated("an API key is required: Authorization: Bearer <key>")
         caller = api_keys.authenticate(secret.strip(), request_id)
         if not auth.allows(caller.scopes, scope):
-            raise errors.Forbidden(f"this API key lacks the {scope!r} scope", code="insufficient_scope")
+            raise errors.Forbidden(
+                f"this API key lacks the {scope!r} scope", code="insufficient_scope"
+            )
         return caller
 
     def _operational(self, path: str) -> flask.Response:
         if path == "/healthz":
-            return flask.Response(to_json({"status": "ok", "function": self.name}), 200, mimetype=JSON_CONTENT_TYPE)
+            return flask.Response(
+                to_json({"status": "ok", "function": self.name}), 200, mimetype=JSON_CONTENT_TYPE
+            )
         if path == "/metrics":
             return flask.Response(render_metrics(), 200, content_type=METRICS_CONTENT_TYPE)
         ready, detail = health.readiness()
@@ -337,7 +351,9 @@ class FunctionApp:
         except (CloudEventError, errors.MalformedRequest) as error:
             cloudevents_received.labels(self.name, "unknown", "invalid").inc()
             return self._problem(
-                errors.MalformedRequest(f"not a valid CloudEvent: {error}", code="invalid_cloudevent"),
+                errors.MalformedRequest(
+                    f"not a valid CloudEvent: {error}", code="invalid_cloudevent"
+                ),
                 request_id,
             )
         type_ = str(event["type"])
@@ -350,9 +366,19 @@ class FunctionApp:
             subject=attributes.get("subject"),
             time=str(attributes["time"]) if attributes.get("time") else None,
             extensions={
-                k: v for k, v in attributes.items()
-                if k not in {"id", "source", "type", "specversion", "datacontenttype",
-                             "dataschema", "subject", "time"}
+                k: v
+                for k, v in attributes.items()
+                if k
+                not in {
+                    "id",
+                    "source",
+                    "type",
+                    "specversion",
+                    "datacontenttype",
+                    "dataschema",
+                    "subject",
+                    "time",
+                }
             },
         )
         handler = self.event_handlers.get(type_)
@@ -372,7 +398,10 @@ class FunctionApp:
             if status < 500:
                 # Never retryable: answer 422 (404/409 would make Knative retry it).
                 cloudevents_received.labels(self.name, type_, "rejected").inc()
-                log.warning("CloudEvent rejected", extra={"ce_id": received.id, "ce_type": type_, "code": error.code})
+                log.warning(
+                    "CloudEvent rejected",
+                    extra={"ce_id": received.id, "ce_type": type_, "code": error.code},
+                )
                 return self._problem(error, request_id, status=422)
             cloudevents_received.labels(self.name, type_, "failed").inc()
             return self._problem(error, request_id)
@@ -391,10 +420,14 @@ class FunctionApp:
             "detail": error.detail,
             "code": error.code,
             "request_id": request_id,
-            "errors": [{"loc": list(item.loc), "msg": item.msg, "type": item.type} for item in error.errors],
+            "errors": [
+                {"loc": list(item.loc), "msg": item.msg, "type": item.type} for item in error.errors
+            ],
         }
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        return flask.Response(to_json(body), status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+        return flask.Response(
+            to_json(body), status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE
+        )
 
 
 def _read_body(request: flask.Request) -> bytes:
@@ -429,7 +462,10 @@ def _render(reply: Reply) -> flask.Response:
     if reply.body is None:
         return flask.Response(status=reply.status, headers=reply.headers)
     return flask.Response(
-        to_json(reply.body), status=reply.status, headers=reply.headers, content_type=JSON_CONTENT_TYPE
+        to_json(reply.body),
+        status=reply.status,
+        headers=reply.headers,
+        content_type=JSON_CONTENT_TYPE,
     )
 
 

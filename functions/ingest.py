@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import flask
 import functions_framework
-from sqlalchemy import Connection
 
 from core.domain import errors, event_types
 from core.services.cloudevents import ReceivedEvent
@@ -18,7 +17,7 @@ APP.not_implemented("/v1/events/batch", ["POST"], ISSUE)
 
 
 @APP.on_event(event_types.USAGE_REPORTED)
-def on_usage_reported(connection: Connection, event: ReceivedEvent) -> None:
+def on_usage_reported(event: ReceivedEvent) -> None:
     # 501 is retried by the broker and then dead-lettered: the event is kept, not lost.
     raise errors.NotImplementedYet(f"{event.type} ingestion is not implemented yet ({ISSUE})")
 

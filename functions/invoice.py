@@ -6,7 +6,6 @@ import logging
 
 import flask
 import functions_framework
-from sqlalchemy import Connection
 
 from core.adapters.queue import JobHandler
 from core.domain import errors, event_types
@@ -36,16 +35,20 @@ for rule, methods in (
     APP.not_implemented(rule, methods, ISSUE)
 
 
-@APP.on_event(event_types.CALCULATION_COMPLETED, event_types.PAYMENT_SUCCEEDED, event_types.PAYMENT_FAILED)
-def on_pipeline_event(connection: Connection, event: ReceivedEvent) -> None:
+@APP.on_event(
+    event_types.CALCULATION_COMPLETED, event_types.PAYMENT_SUCCEEDED, event_types.PAYMENT_FAILED
+)
+def on_pipeline_event(event: ReceivedEvent) -> None:
     raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
 
 
 @APP.on_event(event_types.BILLING_TICK, event_types.KNATIVE_PING)
-def on_tick(connection: Connection, event: ReceivedEvent) -> None:
+def on_tick(event: ReceivedEvent) -> None:
     """Drain due invoicing work (the billing cycle adds its jobs in issue #7)."""
     result = jobs.drain(QUEUE, JOB_HANDLERS)
-    log.info("billing tick", extra={"claimed": result.claimed, "done": result.done, "dead": result.dead})
+    log.info(
+        "billing tick", extra={"claimed": result.claimed, "done": result.done, "dead": result.dead}
+    )
 
 
 @functions_framework.http

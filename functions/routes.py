@@ -37,6 +37,8 @@ def owner_of(path: str) -> str | None:
     """The function owning `path`, by the longest prefix on a segment boundary."""
     best: tuple[int, str] | None = None
     for prefix, function in ROUTE_OWNERS.items():
-        if (path == prefix or path.startswith(prefix + "/")) and (best is None or len(prefix) > best[0]):
+        if (path == prefix or path.startswith(prefix + "/")) and (
+            best is None or len(prefix) > best[0]
+        ):
             best = (len(prefix), function)
     return None if best is None else best[1]

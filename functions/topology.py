@@ -5,7 +5,7 @@ delivery defaults and PingSources. The manifests are the only routing table."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,31 +49,35 @@ class Delivery:
         return cls(
             retry=int(spec.get("retry", base.retry)),
             backoff_policy=str(spec.get("backoffPolicy", base.backoff_policy)),
-            backoff_delay=parse_duration(spec["backoffDelay"]) if "backoffDelay" in spec else base.backoff_delay,
+            backoff_delay=parse_duration(spec["backoffDelay"])
+            if "backoffDelay" in spec
+            else base.backoff_delay,
             timeout=parse_duration(spec["timeout"]) if "timeout" in spec else base.timeout,
         )
 
 
+ATTRIBUTE_DIALECTS: dict[str, Callable[[str, str], bool]] = {
+    "exact": lambda actual, wanted: actual == wanted,
+    "prefix": str.startswith,
+    "suffix": str.endswith,
+}
+
+
 def _dialect_matches(dialect: str, value: Any, attributes: Mapping[str, str]) -> bool:
-    if dialect in {"exact", "prefix", "suffix"}:
-        for name, wanted in value.items():
-            actual = attributes.get(name)
-            if actual is None:
-                return False
-            if dialect == "exact" and actual != wanted:
-                return False
-            if dialect == "prefix" and not actual.startswith(wanted):
-                return False
-            if dialect == "suffix" and not actual.endswith(wanted):
-                return False
-        return True
-    if dialect == "all":
-        return all(filter_matches(item, attributes) for item in value)
-    if dialect == "any":
-        return any(filter_matches(item, attributes) for item in value)
-    if dialect == "not":
-        return not filter_matches(value, attributes)
-    raise ValueError(f"the local broker does not evaluate the {dialect!r} filter dialect")
+    if dialect in ATTRIBUTE_DIALECTS:
+        compare = ATTRIBUTE_DIALECTS[dialect]
+        return all(
+            name in attributes and compare(attributes[name], wanted)
+            for name, wanted in value.items()
+        )
+    nested = {
+        "all": lambda: all(filter_matches(item, attributes) for item in value),
+        "any": lambda: any(filter_matches(item, attributes) for item in value),
+        "not": lambda: not filter_matches(value, attributes),
+    }
+    if dialect not in nested:
+        raise ValueError(f"the local broker does not evaluate the {dialect!r} filter dialect")
+    return nested[dialect]()
 
 
 def filter_matches(expression: Mapping[str, Any], attributes: Mapping[str, str]) -> bool:
@@ -142,15 +146,22 @@ def load_topology(knative_dir: Path) -> Topology:
     for document in documents:
         by_kind.setdefault(document["kind"], []).append(document)
     services = {s["metadata"]["name"]: _target_of(s) for s in by_kind.get("Service", [])}
-    brokers = {b["metadata"]["name"]: Delivery.parse(b.get("spec", {}).get("delivery")) for b in by_kind.get("Broker", [])}
+    brokers = {
+        b["metadata"]["name"]: Delivery.parse(b.get("spec", {}).get("delivery"))
+        for b in by_kind.get("Broker", [])
+    }
     subscriptions = []
     for trigger in by_kind.get("Trigger", []):
         spec, name = trigger["spec"], trigger["metadata"]["name"]
         ref = spec["subscriber"]["ref"]
         if ref.get("kind") != "Service" or ref["name"] not in services:
-            raise ValueError(f"Trigger {name} subscribes {ref}, which is no Service in {knative_dir}")
+            raise ValueError(
+                f"Trigger {name} subscribes {ref}, which is no Service in {knative_dir}"
+            )
         if spec["broker"] not in brokers:
-            raise ValueError(f"Trigger {name} names broker {spec['broker']!r}, which is not declared")
+            raise ValueError(
+                f"Trigger {name} names broker {spec['broker']!r}, which is not declared"
+            )
         subscription = Subscription(
             trigger=name,
             function=services[ref["name"]],
@@ -173,7 +184,13 @@ def load_topology(knative_dir: Path) -> Topology:
     return Topology(namespace, services, tuple(subscriptions), pings)
 
 
-CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12), ("weekday", 0, 6))
+CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day", 1, 31),
+    ("month", 1, 12),
+    ("weekday", 0, 6),
+)
 
 
 def _cron_field_matches(expression: str, value: int, low: int, high: int) -> bool:

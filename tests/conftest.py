@@ -62,22 +62,26 @@ def database_url(admin_url: str) -> Iterator[str]:
 def truncate_all(url: str) -> None:
     engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool)
     with engine.begin() as connection:
-        tables = connection.execute(
-            text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'alembic_version'"
+        tables = (
+            connection.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         connection.execute(text("SET LOCAL session_replication_role = replica"))
         connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     engine.dispose()
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[str]:
+def db(database_url: str) -> str:
     """A database with the schema at head and every table empty."""
     truncate_all(database_url)
-    yield database_url
+    return database_url
 
 
 @pytest.fixture

@@ -107,7 +107,11 @@ class Bus:
             log.error(
                 "event not delivered to K_SINK after %d attempts",
                 self.attempts,
-                extra={"ce_type": type_, "ce_id": event["id"], "error": str(error.last_attempt.exception())},
+                extra={
+                    "ce_type": type_,
+                    "ce_id": event["id"],
+                    "error": str(error.last_attempt.exception()),
+                },
             )
             cloudevents_emitted.labels(type_, "failed").inc()
             return False
@@ -123,7 +127,9 @@ class Bus:
 
     def _post(self, headers: dict[str, str], body: bytes | None) -> None:
         assert self.sink is not None
-        response = self.session.post(self.sink, headers=headers, data=body, timeout=EMIT_TIMEOUT_SECONDS)
+        response = self.session.post(
+            self.sink, headers=headers, data=body, timeout=EMIT_TIMEOUT_SECONDS
+        )
         status = response.status_code
         if 200 <= status < 300:
             return

@@ -67,7 +67,9 @@ class WorkResult:
         self.dead += other.dead
 
 
-JobHandler = Callable[[Connection, Job], None]
+# A handler joins the claiming transaction by opening `get_database().transaction()`
+# (it becomes a savepoint of the claim), so its effects commit with the job's completion.
+JobHandler = Callable[[Job], None]
 
 
 class RetryLater(Exception):
@@ -137,9 +139,7 @@ def claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    return [
-        Job(r.id, r.queue, r.kind, dict(r.payload), r.attempts, r.max_attempts) for r in rows
-    ]
+    return [Job(r.id, r.queue, r.kind, dict(r.payload), r.attempts, r.max_attempts) for r in rows]
 
 
 def _complete(connection: Connection, job: Job, now: datetime | None) -> None:
@@ -220,14 +220,14 @@ def work(
             try:
                 if handler is None:
                     raise LookupError(f"no handler for job kind {job.kind!r} in queue {queue!r}")
-                with connection.begin_nested():
-                    handler(connection, job)
+                with database.transaction():
+                    handler(job)
             except RetryLater as retry:
                 outcome = _fail(connection, job, str(retry), now, retry.delay)
             except GiveUp as reason:
                 outcome = _fail(connection, job, str(reason), now, final=True)
             # The worker is the outermost boundary of a job: every failure is recorded on it.
-            except Exception:  # noqa: BLE001
+            except Exception:
                 outcome = _fail(connection, job, traceback.format_exc(), now)
             else:
                 _complete(connection, job, now)

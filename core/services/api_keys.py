@@ -45,9 +45,7 @@ def _validate(name: str, scopes: Sequence[str]) -> list[str]:
         errors.append(FieldError(("body", "name"), f"1 to {NAME_CHARS_MAX} characters"))
     unknown = [scope for scope in scopes if scope not in auth.SCOPES]
     if not scopes or unknown:
-        errors.append(
-            FieldError(("body", "scopes"), f"one or more of {', '.join(auth.SCOPES)}")
-        )
+        errors.append(FieldError(("body", "scopes"), f"one or more of {', '.join(auth.SCOPES)}"))
     if errors:
         raise ValidationFailed("invalid API key", errors=errors)
     return sorted(set(scopes))
@@ -70,7 +68,11 @@ def create_key(
         )
         view = public_view(row)
         audit.record(
-            connection, caller, action="api_key.created", entity="api_key", entity_id=row["id"],
+            connection,
+            caller,
+            action="api_key.created",
+            entity="api_key",
+            entity_id=row["id"],
             state=view,
         )
     return CreatedKey(view, secret)
@@ -97,8 +99,12 @@ def revoke_key(caller: Caller, key_id: str) -> dict[str, Any]:
         view = public_view(row)
         if before["revoked_at"] is None:
             audit.record(
-                connection, caller, action="api_key.revoked", entity="api_key",
-                entity_id=key_id, state=view,
+                connection,
+                caller,
+                action="api_key.revoked",
+                entity="api_key",
+                entity_id=key_id,
+                state=view,
             )
     return view
 

@@ -52,6 +52,9 @@ class ChainReport:
 
 
 def verify() -> ChainReport:
-    with get_database().transaction() as connection, closing(audit_rows.iterate(connection)) as rows:
+    with (
+        get_database().transaction() as connection,
+        closing(audit_rows.iterate(connection)) as rows,
+    ):
         checked, broken = verify_chain(rows)
     return ChainReport(checked, broken)

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection
-
 from core.adapters.postgres import inbox
 from core.adapters.postgres.database import get_database
 
@@ -25,7 +23,9 @@ class ReceivedEvent:
     extensions: dict[str, Any] = field(default_factory=dict)
 
 
-EventHandler = Callable[[Connection, ReceivedEvent], None]
+# Services a handler calls join the inbox transaction (Database.transaction() is ambient),
+# so the inbox row and the handler's effects commit together.
+EventHandler = Callable[[ReceivedEvent], None]
 
 
 def handle_once(function: str, event: ReceivedEvent, handler: EventHandler) -> bool:
@@ -34,7 +34,7 @@ def handle_once(function: str, event: ReceivedEvent, handler: EventHandler) -> b
     with get_database().transaction() as connection:
         if not inbox.record_first(connection, function, event.source, event.id, event.type):
             return False
-        handler(connection, event)
+        handler(event)
     return True
 
 

@@ -15,7 +15,13 @@ from werkzeug.wrappers import Request, Response
 def serve(app: Callable) -> Iterator[str]:
     """Serve a WSGI app on a free loopback port; yields its base URL."""
     holder = {"app": app}
-    server = make_server("127.0.0.1", 0, lambda e, s: holder["app"](e, s), threaded=True)
+    # late-bound: a test may swap the app after learning the port
+    server = make_server(
+        "127.0.0.1",
+        0,
+        lambda e, s: holder["app"](e, s),  # noqa: PLW0108
+        threaded=True,
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -10,7 +10,9 @@ def test_an_event_is_posted_in_binary_mode_with_its_attributes():
     recorder = Recorder()
     with serve(recorder) as url:
         bus = Bus(url, source="/abaxus/ingest", overrides={"extensions": {"tenant": "acme"}})
-        assert bus.emit("dev.abaxus.events.ingested.v1", {"job": 7}, subject="cust_1", event_id="ing-7")
+        assert bus.emit(
+            "dev.abaxus.events.ingested.v1", {"job": 7}, subject="cust_1", event_id="ing-7"
+        )
     ((headers, body),) = recorder.received
     assert headers["Ce-Type"] == "dev.abaxus.events.ingested.v1"
     assert headers["Ce-Source"] == "/abaxus/ingest"

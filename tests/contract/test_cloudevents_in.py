@@ -20,7 +20,12 @@ def aggregate(db):
 
 def _tick(event_id="tick-1"):
     return CloudEvent(
-        {"type": "dev.abaxus.aggregate.tick.v1", "source": "/tests", "id": event_id, "datacontenttype": "application/json"},
+        {
+            "type": "dev.abaxus.aggregate.tick.v1",
+            "source": "/tests",
+            "id": event_id,
+            "datacontenttype": "application/json",
+        },
         {"tick": "aggregate"},
     )
 
@@ -57,7 +62,9 @@ def test_an_event_type_the_function_does_not_handle_is_422_never_retried(aggrega
 
 def test_a_handler_not_built_yet_answers_5xx_so_the_broker_keeps_the_event(db):
     ingest = create_app(target="ingest", source=MAIN).test_client()
-    headers, body = to_binary(CloudEvent({"type": "dev.abaxus.usage.reported.v1", "source": "/svc"}, {"value": 1}))
+    headers, body = to_binary(
+        CloudEvent({"type": "dev.abaxus.usage.reported.v1", "source": "/svc"}, {"value": 1})
+    )
     response = ingest.post("/", headers=headers, data=body)
     assert response.status_code == 501
     assert handled_events("ingest") == []  # not recorded: a redelivery will be tried again
@@ -67,6 +74,13 @@ def test_json_event_data_keeps_decimals_exact():
     from functions.http import decode_event_data
 
     headers = {"ce-specversion": "1.0", "content-type": "application/json"}
-    assert decode_event_data(headers, b'{"value": 0.1000000001}') == {"value": __import__("decimal").Decimal("0.1000000001")}
-    structured = json.dumps({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}).encode()[:-1] + b', "data": {"v": 1.5}}'
-    assert decode_event_data({"content-type": "application/cloudevents+json"}, structured) == {"v": __import__("decimal").Decimal("1.5")}
+    assert decode_event_data(headers, b'{"value": 0.1000000001}') == {
+        "value": __import__("decimal").Decimal("0.1000000001")
+    }
+    structured = (
+        json.dumps({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}).encode()[:-1]
+        + b', "data": {"v": 1.5}}'
+    )
+    assert decode_event_data({"content-type": "application/cloudevents+json"}, structured) == {
+        "v": __import__("decimal").Decimal("1.5")
+    }

@@ -21,7 +21,10 @@ from tests.contract.http_servers import Recorder, serve
 def _jobs():
     with get_database().transaction() as connection:
         return connection.execute(
-            text("SELECT payload->>'trigger' AS trigger, status, attempts, last_error FROM jobs WHERE queue = 'broker' ORDER BY id")
+            text(
+                "SELECT payload->>'trigger' AS trigger, status, attempts, last_error "
+                "FROM jobs WHERE queue = 'broker' ORDER BY id"
+            )
         ).all()
 
 
@@ -34,7 +37,7 @@ def _drain(broker):
 @pytest.fixture
 def dev_server(db):
     holder = {}
-    with serve(lambda e, s: holder["server"](e, s)) as base_url:
+    with serve(lambda e, s: holder["server"](e, s)) as base_url:  # noqa: PLW0108 - late-bound
         holder["server"] = DevServer(base_url=base_url, knative_dir=settings().abaxus_knative_dir)
         yield base_url, holder["server"]
 
@@ -42,7 +45,15 @@ def dev_server(db):
 @pytest.mark.parametrize("mode", [to_binary, to_structured], ids=["binary", "structured"])
 def test_an_event_reaches_only_the_functions_whose_trigger_matches(dev_server, mode):
     base_url, server = dev_server
-    event = CloudEvent({"type": "dev.abaxus.aggregate.tick.v1", "source": "/ops", "id": "manual-1", "datacontenttype": "application/json"}, {})
+    event = CloudEvent(
+        {
+            "type": "dev.abaxus.aggregate.tick.v1",
+            "source": "/ops",
+            "id": "manual-1",
+            "datacontenttype": "application/json",
+        },
+        {},
+    )
     headers, body = mode(event)
     response = requests.post(base_url + "/_broker", headers=headers, data=body, timeout=10)
     assert response.status_code == 202 and response.content == b""
@@ -59,7 +70,9 @@ def test_a_ping_source_tick_is_routed_by_its_source_to_one_function(dev_server):
     server.broker.fire(billing, datetime(2026, 3, 1, 13, 0, tzinfo=UTC))  # a second worker's tick
     _drain(server.broker)
     assert [(j.trigger, j.status) for j in _jobs()] == [("invoice-billing-tick", "done")]
-    assert handled_events("invoice") == [(billing.source, "abaxus-billing-tick-20260301T1300Z", "dev.knative.sources.ping")]
+    assert handled_events("invoice") == [
+        (billing.source, "abaxus-billing-tick-20260301T1300Z", "dev.knative.sources.ping")
+    ]
     assert handled_events("aggregate") == []
 
 
@@ -80,12 +93,16 @@ def test_the_broker_refuses_what_is_not_a_cloudevent(dev_server):
 def scripted(db):
     recorder = Recorder()
     with serve(recorder) as url:
-        broker = LocalBroker(load_topology(settings().abaxus_knative_dir), lambda function: url + "/")
+        broker = LocalBroker(
+            load_topology(settings().abaxus_knative_dir), lambda function: url + "/"
+        )
         yield broker, recorder
 
 
 def _publish_tick(broker):
-    headers, body = to_binary(CloudEvent({"type": "dev.abaxus.aggregate.tick.v1", "source": "/t", "id": "e1"}, {}))
+    headers, body = to_binary(
+        CloudEvent({"type": "dev.abaxus.aggregate.tick.v1", "source": "/t", "id": "e1"}, {})
+    )
     assert broker.publish(headers, body) == 1
 
 
@@ -116,7 +133,9 @@ def test_a_400_answer_is_final_and_never_retried(scripted):
 
 def test_a_non_empty_2xx_that_is_not_a_cloudevent_is_a_failed_delivery(scripted):
     broker, recorder = scripted
-    recorder.answers = [(200, {"Content-Type": "text/html"}, b"OK")]  # functions-framework's default
+    recorder.answers = [
+        (200, {"Content-Type": "text/html"}, b"OK")
+    ]  # functions-framework's default
     _publish_tick(broker)
     broker.run_deliveries_once()
     (job,) = _jobs()
@@ -125,7 +144,17 @@ def test_a_non_empty_2xx_that_is_not_a_cloudevent_is_a_failed_delivery(scripted)
 
 def test_a_cloudevent_reply_is_published_back_to_the_broker(scripted):
     broker, recorder = scripted
-    reply_headers, reply_body = to_binary(CloudEvent({"type": "dev.abaxus.billing.tick.v1", "source": "/reply", "id": "r1", "datacontenttype": "application/json"}, {}))
+    reply_headers, reply_body = to_binary(
+        CloudEvent(
+            {
+                "type": "dev.abaxus.billing.tick.v1",
+                "source": "/reply",
+                "id": "r1",
+                "datacontenttype": "application/json",
+            },
+            {},
+        )
+    )
     recorder.answers = [(200, reply_headers, reply_body)]
     _publish_tick(broker)
     broker.run_deliveries_once()

@@ -1,7 +1,6 @@
 """What PostgreSQL itself enforces, checked with raw SQL, and the audit chain."""
 
 import threading
-
 from decimal import Decimal
 
 import psycopg
@@ -43,7 +42,9 @@ def test_the_database_refuses_deleting_api_keys_and_any_change_to_the_audit_log(
 
 
 def test_every_key_mutation_writes_one_chained_audit_row(db):
-    created = api_keys.create_key(SYSTEM.__class__("key_admin", frozenset({"admin"}), "req-1"), name="k", scopes=["read"])
+    created = api_keys.create_key(
+        SYSTEM.__class__("key_admin", frozenset({"admin"}), "req-1"), name="k", scopes=["read"]
+    )
     api_keys.revoke_key(SYSTEM, created.key["id"])
     api_keys.revoke_key(SYSTEM, created.key["id"])  # already revoked: no second row
     with get_database().transaction() as connection:
@@ -87,7 +88,7 @@ def test_concurrent_migrations_do_not_race(admin_url):
     def migrate():
         try:
             results.append(upgrade_to_head(url))
-        except Exception as error:  # noqa: BLE001 - collected and asserted below
+        except Exception as error:
             failures.append(error)
 
     threads = [threading.Thread(target=migrate) for _ in range(3)]
@@ -133,5 +134,7 @@ def test_readiness_fails_when_the_database_is_unreachable(database_url, monkeypa
 def test_jsonb_round_trips_decimals_without_floats(db):
     with get_database().transaction() as connection:
         job_id = queue.enqueue(connection, "t", "k", {"amount": Decimal("0.1000000001")})
-        payload = connection.execute(text("SELECT payload FROM jobs WHERE id = :i"), {"i": job_id}).scalar()
+        payload = connection.execute(
+            text("SELECT payload FROM jobs WHERE id = :i"), {"i": job_id}
+        ).scalar()
     assert payload == {"amount": "0.1000000001"}

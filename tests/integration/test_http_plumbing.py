@@ -50,17 +50,31 @@ def test_unknown_key_is_401(api):
 
 
 def test_read_key_cannot_create_keys_and_ingest_key_cannot_read(api):
-    _problem(api.post("/v1/api-keys", json={"name": "n", "scopes": ["read"]}, headers=bearer(_key(["read"]))), 403, "insufficient_scope")
-    _problem(api.get("/v1/api-keys", headers=bearer(_key(["events:write"]))), 403, "insufficient_scope")
+    _problem(
+        api.post(
+            "/v1/api-keys", json={"name": "n", "scopes": ["read"]}, headers=bearer(_key(["read"]))
+        ),
+        403,
+        "insufficient_scope",
+    )
+    _problem(
+        api.get("/v1/api-keys", headers=bearer(_key(["events:write"]))), 403, "insufficient_scope"
+    )
     assert api.get("/v1/api-keys", headers=bearer(_key(["read"]))).status_code == 200
 
 
 def test_created_secret_is_shown_once_works_and_revocation_is_immediate(api, admin_secret):
-    created = api.post("/v1/api-keys", json={"name": "producer-eu", "scopes": ["read"]}, headers=bearer(admin_secret))
+    created = api.post(
+        "/v1/api-keys",
+        json={"name": "producer-eu", "scopes": ["read"]},
+        headers=bearer(admin_secret),
+    )
     assert created.status_code == 201
     body = created.get_json()
     secret = body["secret"]
-    assert secret.startswith("abx_") and body["prefix"] == secret[:12] and body["scopes"] == ["read"]
+    assert (
+        secret.startswith("abx_") and body["prefix"] == secret[:12] and body["scopes"] == ["read"]
+    )
     listed = api.get("/v1/api-keys", headers=bearer(secret)).get_json()["data"]
     assert {k["id"] for k in listed} >= {body["id"]}
     assert all("secret" not in k and "secret_sha256" not in k for k in listed)
@@ -77,8 +91,12 @@ def test_key_list_paginates_in_a_stable_order(api, admin_secret):
     for n in range(4):
         api_keys.create_key(SYSTEM, name=f"k{n}", scopes=["read"])
     first = api.get("/v1/api-keys?limit=2", headers=bearer(admin_secret)).get_json()
-    second = api.get(f"/v1/api-keys?limit=2&cursor={first['next_cursor']}", headers=bearer(admin_secret)).get_json()
-    third = api.get(f"/v1/api-keys?limit=2&cursor={second['next_cursor']}", headers=bearer(admin_secret)).get_json()
+    second = api.get(
+        f"/v1/api-keys?limit=2&cursor={first['next_cursor']}", headers=bearer(admin_secret)
+    ).get_json()
+    third = api.get(
+        f"/v1/api-keys?limit=2&cursor={second['next_cursor']}", headers=bearer(admin_secret)
+    ).get_json()
     ids = [k["id"] for page in (first, second, third) for k in page["data"]]
     assert len(ids) == 5 and ids == sorted(ids) and third["next_cursor"] is None
 
@@ -106,7 +124,11 @@ def test_replay_returns_the_first_response_and_creates_nothing_new(api, admin_se
 def test_same_key_with_another_body_is_422(api, admin_secret):
     headers = {**bearer(admin_secret), "Idempotency-Key": "k-1"}
     api.post("/v1/api-keys", json={"name": "a", "scopes": ["read"]}, headers=headers)
-    _problem(api.post("/v1/api-keys", json={"name": "b", "scopes": ["read"]}, headers=headers), 422, "idempotency_key_reused")
+    _problem(
+        api.post("/v1/api-keys", json={"name": "b", "scopes": ["read"]}, headers=headers),
+        422,
+        "idempotency_key_reused",
+    )
     assert _count_keys() == 2
 
 
@@ -135,7 +157,11 @@ def test_while_the_first_request_is_in_flight_a_retry_gets_409(api, admin_secret
     try:
         assert holding.wait(10)
         headers = {**bearer(admin_secret), "Idempotency-Key": "inflight-1"}
-        _problem(api.post("/v1/api-keys", json={"name": "x", "scopes": ["read"]}, headers=headers), 409, "idempotency_request_in_flight")
+        _problem(
+            api.post("/v1/api-keys", json={"name": "x", "scopes": ["read"]}, headers=headers),
+            409,
+            "idempotency_request_in_flight",
+        )
     finally:
         release.set()
         thread.join()
@@ -169,17 +195,29 @@ def test_concurrent_requests_with_one_key_create_exactly_once(db, admin_secret):
 
 
 def test_malformed_json_is_400(api, admin_secret):
-    response = api.post("/v1/api-keys", data=b'{"name": ', headers={**bearer(admin_secret), "Content-Type": "application/json"})
+    response = api.post(
+        "/v1/api-keys",
+        data=b'{"name": ',
+        headers={**bearer(admin_secret), "Content-Type": "application/json"},
+    )
     _problem(response, 400, "malformed_json")
 
 
 def test_nan_and_infinity_are_not_numbers_here(api, admin_secret):
-    response = api.post("/v1/api-keys", data=b'{"name": NaN, "scopes": ["read"]}', headers=bearer(admin_secret))
+    response = api.post(
+        "/v1/api-keys", data=b'{"name": NaN, "scopes": ["read"]}', headers=bearer(admin_secret)
+    )
     _problem(response, 400, "malformed_json")
 
 
 def test_wrong_shape_is_422_with_the_location_of_each_problem(api, admin_secret):
-    body = _problem(api.post("/v1/api-keys", json={"scopes": ["root"], "extra": 1}, headers=bearer(admin_secret)), 422, "validation_error")
+    body = _problem(
+        api.post(
+            "/v1/api-keys", json={"scopes": ["root"], "extra": 1}, headers=bearer(admin_secret)
+        ),
+        422,
+        "validation_error",
+    )
     locations = {tuple(error["loc"]) for error in body["errors"]}
     assert {("body", "name"), ("body", "scopes", 0), ("body", "extra")} <= locations
 
@@ -193,7 +231,15 @@ def test_unknown_route_is_404_and_wrong_method_405_with_allow(api, admin_secret)
 
 def test_body_over_one_mebibyte_is_413(api, admin_secret):
     big = json.dumps({"name": "x" * (1024 * 1024), "scopes": ["read"]})
-    _problem(api.post("/v1/api-keys", data=big, headers={**bearer(admin_secret), "Content-Type": "application/json"}), 413, "payload_too_large")
+    _problem(
+        api.post(
+            "/v1/api-keys",
+            data=big,
+            headers={**bearer(admin_secret), "Content-Type": "application/json"},
+        ),
+        413,
+        "payload_too_large",
+    )
 
 
 def test_a_route_whose_issue_has_not_landed_says_501_honestly(api, admin_secret):
@@ -212,8 +258,13 @@ def test_an_unexpected_exception_is_a_500_problem_with_the_request_id_logged(db,
 
 
 def test_request_id_is_echoed_or_made(api):
-    assert api.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"] == "abc-123"
-    made = api.get("/healthz", headers={"X-Request-Id": "bad id with spaces"}).headers["X-Request-Id"]
+    assert (
+        api.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"]
+        == "abc-123"
+    )
+    made = api.get("/healthz", headers={"X-Request-Id": "bad id with spaces"}).headers[
+        "X-Request-Id"
+    ]
     assert made.startswith("req_") and len(made) == 36
 
 
@@ -228,5 +279,8 @@ def test_health_ready_and_metrics_need_no_key(api):
     metrics = api.get("/metrics")
     assert metrics.status_code == 200 and metrics.content_type.startswith("text/plain")
     text_body = metrics.get_data(as_text=True)
-    assert 'abaxus_http_requests_total{function="api",method="GET",route="/v1/api-keys",status="401"}' in text_body
+    assert (
+        'abaxus_http_requests_total{function="api",method="GET",route="/v1/api-keys",status="401"}'
+        in text_body
+    )
     assert "abaxus_http_request_duration_seconds_bucket" in text_body

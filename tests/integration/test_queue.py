@@ -35,8 +35,9 @@ def test_a_done_job_commits_with_its_effects(db):
     with get_database().transaction() as connection:
         connection.execute(text("CREATE TABLE effects (job_id bigint)"))
 
-    def handler(connection, job):
-        connection.execute(text("INSERT INTO effects VALUES (:id)"), {"id": job.id})
+    def handler(job):
+        with get_database().transaction() as connection:
+            connection.execute(text("INSERT INTO effects VALUES (:id)"), {"id": job.id})
 
     result = queue.work(get_database(), "test", {"work": handler})
     assert (result.claimed, result.done) == (1, 1)
@@ -54,8 +55,9 @@ def test_a_failing_job_keeps_no_effects_and_retries_after_backoff(db):
     with get_database().transaction() as connection:
         connection.execute(text("CREATE TABLE effects (job_id bigint)"))
 
-    def handler(connection, job):
-        connection.execute(text("INSERT INTO effects VALUES (:id)"), {"id": job.id})
+    def handler(job):
+        with get_database().transaction() as connection:
+            connection.execute(text("INSERT INTO effects VALUES (:id)"), {"id": job.id})
         raise ValueError("downstream broke")
 
     result = queue.work(get_database(), "test", {"work": handler}, now=now)
@@ -70,20 +72,22 @@ def test_a_failing_job_keeps_no_effects_and_retries_after_backoff(db):
     # not due before the backoff has passed, due after
     assert queue.work(get_database(), "test", {"work": handler}, now=now).claimed == 0
     later = now + timedelta(seconds=1)
-    assert queue.work(get_database(), "test", {"work": lambda c, j: None}, now=later).done == 1
+    assert queue.work(get_database(), "test", {"work": lambda job: None}, now=later).done == 1
 
 
 def test_after_max_attempts_a_job_is_dead_kept_and_counted(db):
     (job_id,) = _enqueue(max_attempts=3)
     dead_before = jobs_finished.labels("test", "work", "dead")._value.get()
 
-    def handler(connection, job):
+    def handler(job):
         raise RuntimeError("always fails")
 
     now = datetime(2030, 1, 1, tzinfo=UTC)
     outcomes = []
     for step in range(5):
-        result = queue.work(get_database(), "test", {"work": handler}, now=now + timedelta(hours=step))
+        result = queue.work(
+            get_database(), "test", {"work": handler}, now=now + timedelta(hours=step)
+        )
         outcomes.append((result.claimed, result.retried, result.dead))
     assert outcomes == [(1, 1, 0), (1, 1, 0), (1, 0, 1), (0, 0, 0), (0, 0, 0)]
     row = _job(job_id)
@@ -113,7 +117,8 @@ def test_two_concurrent_workers_never_claim_the_same_job(db):
     def worker(name):
         start.wait()
         while True:
-            def handler(connection, job, name=name):
+
+            def handler(job, name=name):
                 seen[name].append(job.id)
                 threading.Event().wait(0.002)  # hold the claim a moment
 

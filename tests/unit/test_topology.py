@@ -57,8 +57,12 @@ def test_new_filters_dialects_prefix_suffix_any_all_not():
     assert filter_matches({"prefix": {"type": "dev.abaxus.payment."}}, attrs)
     assert filter_matches({"suffix": {"type": ".v1"}}, attrs)
     assert not filter_matches({"exact": {"type": "dev.abaxus.payment.succeeded.v1"}}, attrs)
-    assert filter_matches({"any": [{"exact": {"source": "/x"}}, {"exact": {"source": "/charge"}}]}, attrs)
-    assert not filter_matches({"all": [{"exact": {"source": "/x"}}, {"exact": {"source": "/charge"}}]}, attrs)
+    assert filter_matches(
+        {"any": [{"exact": {"source": "/x"}}, {"exact": {"source": "/charge"}}]}, attrs
+    )
+    assert not filter_matches(
+        {"all": [{"exact": {"source": "/x"}}, {"exact": {"source": "/charge"}}]}, attrs
+    )
     assert filter_matches({"not": {"exact": {"source": "/x"}}}, attrs)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, text
@@ -26,7 +26,7 @@ def append(connection: Connection, row: dict[str, Any]) -> dict[str, Any]:
     return dict(inserted._mapping)
 
 
-def iterate(connection: Connection) -> Iterator[dict[str, Any]]:
+def iterate(connection: Connection) -> Generator[dict[str, Any], None, None]:
     """Every row in chain order, streamed (server-side cursor), memory flat."""
     result = connection.execution_options(yield_per=VERIFY_FETCH_ROWS).execute(
         select(audit_log).order_by(audit_log.c.id)

@@ -13,16 +13,16 @@ is durable (emitting a CloudEvent) is registered with `after_commit`.
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
-import json
 from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, create_engine, make_url
 
+from core.config import settings
 from core.domain.canonical import canonical_json
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -106,8 +106,6 @@ def get_database() -> Database:
     if _database is None:
         with _lock:
             if _database is None:
-                from core.config import settings
-
                 config = settings()
                 if not config.database_url:
                     raise RuntimeError(

