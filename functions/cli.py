@@ -72,6 +72,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     _banner(base_url, created)
 
     def start_broker(_worker: Any) -> None:
+        runtime.after_fork()
         server.broker.start(pings=config.abaxus_dev_ticks)
 
     os.environ.setdefault("THREADS", str(config.threads))

