@@ -1,4 +1,5 @@
-"""The `api` function: API keys now; the catalog (metrics, plans, customers, subscriptions)."""
+"""The `api` function: API keys, the catalog (metrics, price plans, customers,
+subscriptions) and the audit trail. Each handler: parse, call one service, render."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import flask
 import functions_framework
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.services import api_keys
+from core.domain.customers import Cancellation, CustomerFields, NewCustomer, NewSubscription
+from core.domain.errors import FieldError, ValidationFailed
+from core.domain.fields import PlanCode
+from core.domain.metrics import MetricDefinition, MetricVersionDefinition
+from core.domain.pricing.charges import PlanVersionDefinition
+from core.services import api_keys, audit
+from core.services.catalog import customers, metrics, plans, subscriptions
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("api")
+
+
+# -- API keys ---------------------------------------------------------------------------
 
 
 class CreateApiKey(BaseModel):
@@ -31,8 +41,7 @@ def create_api_key(request: Request) -> Reply:
 
 @APP.route("/v1/api-keys")
 def list_api_keys(request: Request) -> Reply:
-    data, next_cursor = api_keys.list_keys(cursor=request.query("cursor"), limit=request.limit())
-    return list_reply(data, next_cursor)
+    return list_reply(*api_keys.list_keys(cursor=request.query("cursor"), limit=request.limit()))
 
 
 @APP.route("/v1/api-keys/<key_id>", ["DELETE"])
@@ -40,24 +49,170 @@ def revoke_api_key(request: Request) -> Reply:
     return Reply(api_keys.revoke_key(request.require_caller(), request.params["key_id"]))
 
 
-CATALOG_ISSUE = "issue #3, catalog"
-for rule, methods in (
-    ("/v1/metrics", ["GET", "POST"]),
-    ("/v1/metrics/<key>", ["GET", "DELETE"]),
-    ("/v1/metrics/<key>/versions", ["POST"]),
-    ("/v1/price-plans", ["GET", "POST"]),
-    ("/v1/price-plans/<code>", ["GET", "DELETE"]),
-    ("/v1/price-plans/<code>/versions", ["POST"]),
-    ("/v1/customers", ["GET", "POST"]),
-    ("/v1/customers/<customer_id>", ["GET", "PATCH", "DELETE"]),
-    ("/v1/subscriptions", ["GET", "POST"]),
-    ("/v1/subscriptions/<subscription_id>", ["GET"]),
-    ("/v1/subscriptions/<subscription_id>/cancel", ["POST"]),
-    ("/v1/audit", ["GET"]),
-    ("/v1/stats", ["GET"]),
-    ("/dashboard", ["GET"]),
-):
-    APP.not_implemented(rule, methods, CATALOG_ISSUE)
+# -- metrics ----------------------------------------------------------------------------
+
+
+@APP.route("/v1/metrics", ["POST"])
+def create_metric(request: Request) -> Reply:
+    definition = validate(MetricDefinition, request.json())
+    return Reply(metrics.create_metric(request.require_caller(), definition), status=201)
+
+
+@APP.route("/v1/metrics")
+def list_metrics(request: Request) -> Reply:
+    return list_reply(*metrics.list_metrics(cursor=request.query("cursor"), limit=request.limit()))
+
+
+@APP.route("/v1/metrics/<key>")
+def get_metric(request: Request) -> Reply:
+    return Reply(metrics.get_metric(request.params["key"]))
+
+
+@APP.route("/v1/metrics/<key>/versions", ["POST"])
+def create_metric_version(request: Request) -> Reply:
+    definition = validate(MetricVersionDefinition, request.json())
+    return Reply(
+        metrics.add_version(request.require_caller(), request.params["key"], definition), status=201
+    )
+
+
+@APP.route("/v1/metrics/<key>", ["DELETE"])
+def archive_metric(request: Request) -> Reply:
+    return Reply(metrics.archive_metric(request.require_caller(), request.params["key"]))
+
+
+# -- price plans ------------------------------------------------------------------------
+
+
+class NewPlan(PlanVersionDefinition):
+    code: PlanCode
+
+
+@APP.route("/v1/price-plans", ["POST"])
+def create_plan(request: Request) -> Reply:
+    body = validate(NewPlan, request.json())
+    definition = PlanVersionDefinition.model_validate(body.model_dump(exclude={"code"}))
+    return Reply(plans.create_plan(request.require_caller(), body.code, definition), status=201)
+
+
+@APP.route("/v1/price-plans")
+def list_plans(request: Request) -> Reply:
+    return list_reply(*plans.list_plans(cursor=request.query("cursor"), limit=request.limit()))
+
+
+@APP.route("/v1/price-plans/<code>")
+def get_plan(request: Request) -> Reply:
+    raw = request.query("version")
+    if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= 1_000_000):
+        raise ValidationFailed(
+            "version must be a whole number >= 1",
+            errors=[FieldError(("query", "version"), "not a version number")],
+        )
+    return Reply(plans.get_plan(request.params["code"], int(raw) if raw else None))
+
+
+@APP.route("/v1/price-plans/<code>/versions", ["POST"])
+def create_plan_version(request: Request) -> Reply:
+    definition = validate(PlanVersionDefinition, request.json())
+    return Reply(
+        plans.add_version(request.require_caller(), request.params["code"], definition), status=201
+    )
+
+
+@APP.route("/v1/price-plans/<code>", ["DELETE"])
+def archive_plan(request: Request) -> Reply:
+    return Reply(plans.archive_plan(request.require_caller(), request.params["code"]))
+
+
+# -- customers --------------------------------------------------------------------------
+
+
+@APP.route("/v1/customers", ["POST"])
+def create_customer(request: Request) -> Reply:
+    return Reply(
+        customers.create_customer(request.require_caller(), validate(NewCustomer, request.json())),
+        status=201,
+    )
+
+
+@APP.route("/v1/customers")
+def list_customers(request: Request) -> Reply:
+    return list_reply(
+        *customers.list_customers(cursor=request.query("cursor"), limit=request.limit())
+    )
+
+
+@APP.route("/v1/customers/<customer_id>")
+def get_customer(request: Request) -> Reply:
+    return Reply(customers.get_customer(request.params["customer_id"]))
+
+
+@APP.route("/v1/customers/<customer_id>", ["PATCH"])
+def change_customer(request: Request) -> Reply:
+    fields = validate(CustomerFields, request.json())
+    return Reply(
+        customers.change_customer(request.require_caller(), request.params["customer_id"], fields)
+    )
+
+
+@APP.route("/v1/customers/<customer_id>", ["DELETE"])
+def archive_customer(request: Request) -> Reply:
+    return Reply(
+        customers.archive_customer(request.require_caller(), request.params["customer_id"])
+    )
+
+
+# -- subscriptions ----------------------------------------------------------------------
+
+
+@APP.route("/v1/subscriptions", ["POST"])
+def create_subscription(request: Request) -> Reply:
+    body = validate(NewSubscription, request.json())
+    return Reply(subscriptions.create_subscription(request.require_caller(), body), status=201)
+
+
+@APP.route("/v1/subscriptions")
+def list_subscriptions(request: Request) -> Reply:
+    page = subscriptions.list_subscriptions(
+        customer_id=request.query("customer_id"),
+        cursor=request.query("cursor"),
+        limit=request.limit(),
+    )
+    return list_reply(*page)
+
+
+@APP.route("/v1/subscriptions/<subscription_id>")
+def get_subscription(request: Request) -> Reply:
+    return Reply(subscriptions.get_subscription(request.params["subscription_id"]))
+
+
+@APP.route("/v1/subscriptions/<subscription_id>/cancel", ["POST"])
+def cancel_subscription(request: Request) -> Reply:
+    body = validate(Cancellation, request.json() if request.body.strip() else {})
+    return Reply(
+        subscriptions.cancel_subscription(
+            request.require_caller(), request.params["subscription_id"], body
+        )
+    )
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+@APP.route("/v1/audit")
+def list_audit(request: Request) -> Reply:
+    page = audit.list_entries(
+        entity=request.query("entity"),
+        entity_id=request.query("entity_id"),
+        cursor=request.query("cursor"),
+        limit=request.limit(),
+    )
+    return list_reply(*page)
+
+
+NOT_YET = "no issue has scheduled it yet"
+APP.not_implemented("/v1/stats", ["GET"], NOT_YET)
+APP.not_implemented("/dashboard", ["GET"], NOT_YET)
 
 
 @functions_framework.http

@@ -32,6 +32,7 @@ from core.config import settings
 from core.domain import errors
 from core.domain.canonical import json_default
 from core.domain.pagination import parse_limit
+from core.domain.pricing.formula import FormulaError
 from core.logging import log_context
 from core.observability import (
     METRICS_CONTENT_TYPE,
@@ -141,13 +142,24 @@ def validate(model: type[Model], data: Any, *, loc: Sequence[str | int] = ("body
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as error:
+        items = error.errors(include_url=False)
         raise errors.ValidationFailed(
             "the request is not valid",
+            code=_validation_code(items),
             errors=[
-                errors.FieldError((*loc, *item["loc"]), item["msg"], item["type"])
-                for item in error.errors(include_url=False)
+                errors.FieldError((*loc, *item["loc"]), item["msg"], item["type"]) for item in items
             ],
         ) from error
+
+
+def _validation_code(items: Sequence[Any]) -> str:
+    """A more precise code than validation_error where one error decides it."""
+    for item in items:
+        if isinstance(item.get("ctx", {}).get("error"), FormulaError):
+            return "invalid_formula"
+        if item["type"] == "union_tag_invalid":
+            return "unknown_charge_model"
+    return "validation_error"
 
 
 RouteHandler = Callable[[Request], Reply]

@@ -12,9 +12,9 @@ from core import auth
 from core.adapters.postgres import api_keys as rows
 from core.adapters.postgres.database import get_database
 from core.domain.errors import FieldError, NotFound, Unauthenticated, ValidationFailed
-from core.domain.pagination import decode_cursor, encode_cursor
 from core.services import audit
 from core.services.caller import SYSTEM, Caller
+from core.services.listing import paginate
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,13 @@ def create_key(
 
 
 def list_keys(*, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    position = decode_cursor(cursor)
-    after = str(position["after"]) if position and "after" in position else None
     with get_database().transaction() as connection:
-        page = rows.page(connection, after_id=after, limit=limit + 1)
-    more = len(page) > limit
-    page = page[:limit]
-    next_cursor = encode_cursor({"after": page[-1]["id"]}) if more and page else None
+        page, next_cursor = paginate(
+            lambda after, n: rows.page(connection, after_id=after, limit=n),
+            cursor=cursor,
+            limit=limit,
+            key="id",
+        )
     return [public_view(row) for row in page], next_cursor
 
 

@@ -14,6 +14,7 @@ from core.adapters.postgres.database import get_database
 from core.domain.audit import ChainBreak, verify_chain
 from core.domain.canonical import sha256_of
 from core.services.caller import Caller
+from core.services.listing import paginate
 
 
 def record(
@@ -58,3 +59,17 @@ def verify() -> ChainReport:
     ):
         checked, broken = verify_chain(rows)
     return ChainReport(checked, broken)
+
+
+def list_entries(
+    *, entity: str | None, entity_id: str | None, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    with get_database().transaction() as connection:
+        return paginate(
+            lambda after, n: audit_rows.page(
+                connection, entity=entity, entity_id=entity_id, after_id=after, limit=n
+            ),
+            cursor=cursor,
+            limit=limit,
+            key="id",
+        )

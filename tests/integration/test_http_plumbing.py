@@ -243,8 +243,8 @@ def test_body_over_one_mebibyte_is_413(api, admin_secret):
 
 
 def test_a_route_whose_issue_has_not_landed_says_501_honestly(api, admin_secret):
-    body = _problem(api.get("/v1/metrics", headers=bearer(admin_secret)), 501, "not_implemented")
-    assert "issue #3" in body["detail"]
+    body = _problem(api.get("/v1/stats", headers=bearer(admin_secret)), 501, "not_implemented")
+    assert "not implemented yet" in body["detail"]
 
 
 def test_an_unexpected_exception_is_a_500_problem_with_the_request_id_logged(db, caplog):

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     Table,
     Text,
 )
@@ -89,4 +90,90 @@ cloudevent_inbox = Table(
     Column("id", Text, primary_key=True),
     Column("type", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("archived_at", DateTime(timezone=True)),
+)
+
+metric_versions = Table(
+    "metric_versions",
+    metadata,
+    Column("metric_key", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("aggregation", Text, nullable=False),
+    Column("unique_property", Text),
+    Column("percentile", Numeric(20, 10, asdecimal=True)),
+    Column("filters", JSONB, nullable=False),
+    Column("group_by", ARRAY(Text), nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+price_plans = Table(
+    "price_plans",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("archived_at", DateTime(timezone=True)),
+)
+
+plan_versions = Table(
+    "plan_versions",
+    metadata,
+    Column("plan_code", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("interval", Text, nullable=False),
+    Column("charges", JSONB, nullable=False),
+    Column("definition_sha256", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text),
+    Column("currency", Text, nullable=False),
+    Column("region", Text),
+    Column("billing_provider", Text, nullable=False),
+    Column("provider_customer_id", Text),
+    Column("payment_method", Text),
+    Column("metadata", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("archived_at", DateTime(timezone=True)),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("customer_id", Text, nullable=False),
+    Column("plan_code", Text, nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True)),
+    Column("overrides", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("canceled_at", DateTime(timezone=True)),
+)
+
+closed_periods = Table(
+    "closed_periods",
+    metadata,
+    Column("subscription_id", Text, primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("invoice_id", Text, nullable=False),
+    Column("closed_at", DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,49 @@
+"""Reusable validated field types for definitions (pydantic, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, StringConstraints
+
+from core.domain.money import AmountError, to_decimal
+
+
+def _exact(value: Any) -> Decimal:
+    try:
+        return to_decimal(value)
+    except AmountError as error:
+        raise ValueError(str(error)) from error
+
+
+def _non_negative(value: Decimal) -> Decimal:
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("needs a UTC offset (RFC 3339, e.g. 2026-03-01T00:00:00Z)")
+    return value.astimezone(UTC)
+
+
+ExactDecimal = Annotated[Decimal, BeforeValidator(_exact), PlainSerializer(str, return_type=str)]
+Amount = Annotated[ExactDecimal, AfterValidator(_non_negative)]
+PositiveAmount = Annotated[ExactDecimal, AfterValidator(_positive)]
+Instant = Annotated[datetime, AfterValidator(_aware_utc)]
+
+MetricKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+PlanCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
+PropertyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+PropertyValue = Annotated[str, StringConstraints(min_length=0, max_length=256)]
+ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

@@ -1,0 +1,104 @@
+"""Customers: client-chosen ids (the ids events carry), changes audited with before/after."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from core.adapters.postgres import customers as rows
+from core.adapters.postgres.database import get_database
+from core.domain.customers import CustomerFields, NewCustomer
+from core.domain.errors import Conflict, NotFound
+from core.services import audit
+from core.services.caller import Caller
+from core.services.listing import paginate
+
+
+def create_customer(caller: Caller, customer: NewCustomer) -> dict[str, Any]:
+    with get_database().transaction() as connection:
+        row = rows.insert_customer(connection, customer.model_dump())
+        if row is None:
+            raise Conflict(f"customer {customer.id!r} exists", code="customer_exists")
+        audit.record(
+            connection,
+            caller,
+            action="customer.created",
+            entity="customer",
+            entity_id=customer.id,
+            state=row,
+        )
+    return row
+
+
+def change_customer(caller: Caller, customer_id: str, fields: CustomerFields) -> dict[str, Any]:
+    """PATCH: the given fields replace the stored ones (metadata as a whole); a null
+    clears an optional field. Audited with each changed field's before and after."""
+    given = fields.model_dump(exclude_unset=True)
+    with get_database().transaction() as connection:
+        before = rows.get(connection, customer_id, lock=True)
+        if before is None:
+            raise NotFound(f"no customer {customer_id!r}")
+        if before["archived_at"] is not None:
+            raise Conflict(f"customer {customer_id!r} is archived", code="customer_archived")
+        if "name" in given and given["name"] is None:
+            given.pop("name")
+        if given.get("metadata", ...) is None:
+            given["metadata"] = {}
+        merged = {**before, **given}
+        NewCustomer.model_validate({k: merged[k] for k in NewCustomer.model_fields if k in merged})
+        changes = {k: {"before": before[k], "after": v} for k, v in given.items() if before[k] != v}
+        if not changes:
+            return before
+        after = rows.change(
+            connection,
+            customer_id,
+            {**{k: c["after"] for k, c in changes.items()}, "updated_at": datetime.now(UTC)},
+        )
+        audit.record(
+            connection,
+            caller,
+            action="customer.updated",
+            entity="customer",
+            entity_id=customer_id,
+            state=after,
+            changes=changes,
+        )
+    return after
+
+
+def archive_customer(caller: Caller, customer_id: str) -> dict[str, Any]:
+    with get_database().transaction() as connection:
+        before = rows.get(connection, customer_id, lock=True)
+        if before is None:
+            raise NotFound(f"no customer {customer_id!r}")
+        if before["archived_at"] is not None:
+            return before
+        now = datetime.now(UTC)
+        after = rows.change(connection, customer_id, {"archived_at": now, "updated_at": now})
+        audit.record(
+            connection,
+            caller,
+            action="customer.archived",
+            entity="customer",
+            entity_id=customer_id,
+            state=after,
+        )
+    return after
+
+
+def get_customer(customer_id: str) -> dict[str, Any]:
+    with get_database().transaction() as connection:
+        row = rows.get(connection, customer_id)
+    if row is None:
+        raise NotFound(f"no customer {customer_id!r}")
+    return row
+
+
+def list_customers(*, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    with get_database().transaction() as connection:
+        return paginate(
+            lambda after, n: rows.page(connection, after=after, limit=n),
+            cursor=cursor,
+            limit=limit,
+            key="id",
+        )
