@@ -17,10 +17,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import flask
-import pydantic
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import from_http
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
@@ -32,7 +31,7 @@ from core.config import settings
 from core.domain import errors
 from core.domain.canonical import json_default
 from core.domain.pagination import parse_limit
-from core.domain.pricing.formula import FormulaError
+from core.domain.validation import Model, validated
 from core.logging import log_context
 from core.observability import (
     METRICS_CONTENT_TYPE,
@@ -134,32 +133,9 @@ class Request:
         return self.caller
 
 
-Model = TypeVar("Model", bound=pydantic.BaseModel)
-
-
 def validate(model: type[Model], data: Any, *, loc: Sequence[str | int] = ("body",)) -> Model:
-    """Validate data against a pydantic model; failures become a 422 validation_error."""
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as error:
-        items = error.errors(include_url=False)
-        raise errors.ValidationFailed(
-            "the request is not valid",
-            code=_validation_code(items),
-            errors=[
-                errors.FieldError((*loc, *item["loc"]), item["msg"], item["type"]) for item in items
-            ],
-        ) from error
-
-
-def _validation_code(items: Sequence[Any]) -> str:
-    """A more precise code than validation_error where one error decides it."""
-    for item in items:
-        if isinstance(item.get("ctx", {}).get("error"), FormulaError):
-            return "invalid_formula"
-        if item["type"] == "union_tag_invalid":
-            return "unknown_charge_model"
-    return "validation_error"
+    """Validate data against a pydantic model; failures become a 422 problem."""
+    return validated(model, data, loc=loc)
 
 
 RouteHandler = Callable[[Request], Reply]

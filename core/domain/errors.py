@@ -33,38 +33,77 @@ class AbaxusError(Exception):
         return f"{self.code}: {self.detail}"
 
 
-def _error(name: str, code: str, title: str) -> type[AbaxusError]:
+class _Coded(AbaxusError):
+    """An error kind with a default code and title; `code` may be made more precise."""
+
+    default_code = "error"
+    default_title = "Error"
+
     def __init__(
-        self: AbaxusError,
-        detail: str,
-        *,
-        code: str = code,
-        errors: Sequence[FieldError] = (),
+        self, detail: str, *, code: str | None = None, errors: Sequence[FieldError] = ()
     ) -> None:
-        AbaxusError.__init__(self, detail=detail, code=code, errors=tuple(errors), title=title)
+        super().__init__(
+            detail=detail,
+            code=code or self.default_code,
+            errors=tuple(errors),
+            title=self.default_title,
+        )
 
-    cls = type(name, (AbaxusError,), {"__init__": __init__, "__doc__": title})
-    cls.__module__ = __name__
-    return cls
+
+class ValidationFailed(_Coded):
+    """Bad input that a client can fix."""
+
+    default_code, default_title = "validation_error", "Validation failed"
 
 
-# Bad input that a client can fix: 422 unless a more precise class fits.
-ValidationFailed = _error("ValidationFailed", "validation_error", "Validation failed")
-MalformedRequest = _error("MalformedRequest", "malformed_request", "Malformed request")
-PayloadTooLarge = _error("PayloadTooLarge", "payload_too_large", "Payload too large")
-NotFound = _error("NotFound", "not_found", "Not found")
-MethodNotAllowed = _error("MethodNotAllowed", "method_not_allowed", "Method not allowed")
-Conflict = _error("Conflict", "conflict", "Conflict")
-Unauthenticated = _error("Unauthenticated", "unauthenticated", "Unauthenticated")
-Forbidden = _error("Forbidden", "forbidden", "Forbidden")
-IdempotencyKeyReused = _error(
-    "IdempotencyKeyReused", "idempotency_key_reused", "Idempotency key reused"
-)
-IdempotencyInFlight = _error(
-    "IdempotencyInFlight", "idempotency_request_in_flight", "Request with this key in flight"
-)
-NotImplementedYet = _error("NotImplementedYet", "not_implemented", "Not implemented")
-# A CloudEvent that can never be processed (the broker must not retry it).
-UnprocessableEvent = _error("UnprocessableEvent", "unprocessable_event", "Unprocessable event")
-# Something outside the request's control failed; retrying later may succeed.
-Unavailable = _error("Unavailable", "unavailable", "Service unavailable")
+class MalformedRequest(_Coded):
+    default_code, default_title = "malformed_request", "Malformed request"
+
+
+class PayloadTooLarge(_Coded):
+    default_code, default_title = "payload_too_large", "Payload too large"
+
+
+class NotFound(_Coded):
+    default_code, default_title = "not_found", "Not found"
+
+
+class MethodNotAllowed(_Coded):
+    default_code, default_title = "method_not_allowed", "Method not allowed"
+
+
+class Conflict(_Coded):
+    default_code, default_title = "conflict", "Conflict"
+
+
+class Unauthenticated(_Coded):
+    default_code, default_title = "unauthenticated", "Unauthenticated"
+
+
+class Forbidden(_Coded):
+    default_code, default_title = "forbidden", "Forbidden"
+
+
+class IdempotencyKeyReused(_Coded):
+    default_code, default_title = "idempotency_key_reused", "Idempotency key reused"
+
+
+class IdempotencyInFlight(_Coded):
+    default_code = "idempotency_request_in_flight"
+    default_title = "Request with this key in flight"
+
+
+class NotImplementedYet(_Coded):
+    default_code, default_title = "not_implemented", "Not implemented"
+
+
+class UnprocessableEvent(_Coded):
+    """A CloudEvent that can never be processed (the broker must not retry it)."""
+
+    default_code, default_title = "unprocessable_event", "Unprocessable event"
+
+
+class Unavailable(_Coded):
+    """Something outside the request's control failed; retrying later may succeed."""
+
+    default_code, default_title = "unavailable", "Service unavailable"

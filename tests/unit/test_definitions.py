@@ -323,8 +323,15 @@ def test_overrides_replace_fields_of_one_charge_and_are_validated_like_it():
     ]:
         with pytest.raises(OverrideError, match=fragment):
             apply_overrides(plan.charges, [override])
-    with pytest.raises(ValidationError):
-        apply_overrides(plan.charges, [{"metric_key": "api_calls", "unit_price": "-1"}])
+    with pytest.raises(OverrideError, match="unit_price: Value error, must be >= 0") as caught:
+        apply_overrides(
+            plan.charges,
+            [
+                {"charge": "Platform fee", "amount": "1"},
+                {"metric_key": "api_calls", "unit_price": "-1"},
+            ],
+        )
+    assert caught.value.index == 1
 
 
 def test_a_charge_round_trips_through_json_exactly():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from core.domain.fields import Amount, MetricKey, Name, PositiveAmount, PropertyName, PropertyValue
 from core.domain.money import is_currency
@@ -182,7 +182,11 @@ def apply_overrides(charges: list[Any], overrides: list[dict[str, Any]]) -> list
             raise OverrideError(index, "an override must replace at least one field")
         position = matches[0]
         merged = {**result[position].model_dump(mode="python"), **fields}
-        result[position] = CHARGE_ADAPTER.validate_python(merged)
+        try:
+            result[position] = CHARGE_ADAPTER.validate_python(merged)
+        except ValidationError as error:
+            problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in error.errors())
+            raise OverrideError(index, f"the overridden charge is invalid: {problems}") from error
     return result
 
 

@@ -9,6 +9,7 @@ from core.adapters.postgres import customers as rows
 from core.adapters.postgres.database import get_database
 from core.domain.customers import CustomerFields, NewCustomer
 from core.domain.errors import Conflict, NotFound
+from core.domain.validation import validated
 from core.services import audit
 from core.services.caller import Caller
 from core.services.listing import paginate
@@ -45,7 +46,7 @@ def change_customer(caller: Caller, customer_id: str, fields: CustomerFields) ->
         if given.get("metadata", ...) is None:
             given["metadata"] = {}
         merged = {**before, **given}
-        NewCustomer.model_validate({k: merged[k] for k in NewCustomer.model_fields if k in merged})
+        validated(NewCustomer, {k: merged[k] for k in NewCustomer.model_fields if k in merged})
         changes = {k: {"before": before[k], "after": v} for k, v in given.items() if before[k] != v}
         if not changes:
             return before

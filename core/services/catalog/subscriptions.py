@@ -7,8 +7,6 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from core.adapters.postgres import customers as customer_rows
 from core.adapters.postgres import plans as plan_rows
 from core.adapters.postgres import subscriptions as rows
@@ -69,15 +67,6 @@ def _effective_charges(plan_version: dict[str, Any], overrides: list[dict[str, A
             str(error),
             code="invalid_override",
             errors=[FieldError(("body", "overrides", error.index), str(error))],
-        ) from error
-    except ValidationError as error:
-        raise ValidationFailed(
-            "an override makes its charge invalid",
-            code="invalid_override",
-            errors=[
-                FieldError(("body", "overrides", *e["loc"]), e["msg"], e["type"])
-                for e in error.errors(include_url=False)
-            ],
         ) from error
 
 
