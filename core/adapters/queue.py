@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,13 +128,26 @@ def _now(now: datetime | None) -> ColumnElement[Any]:
 
 
 def claim(
-    connection: Connection, queue: str, *, limit: int, now: datetime | None = None
+    connection: Connection,
+    queue: str,
+    *,
+    limit: int,
+    kinds: Sequence[str],
+    now: datetime | None = None,
 ) -> list[Job]:
-    """Lock up to `limit` due pending jobs that no other transaction holds."""
+    """Lock up to `limit` due pending jobs of `kinds` that no other transaction holds.
+    A worker claims only what it can run: other kinds wait for a worker that can."""
     limit = max(1, min(limit, CLAIM_BATCH_MAX))
+    if not kinds:
+        return []
     rows = connection.execute(
         select(jobs)
-        .where(jobs.c.queue == queue, jobs.c.status == "pending", jobs.c.run_after <= _now(now))
+        .where(
+            jobs.c.queue == queue,
+            jobs.c.status == "pending",
+            jobs.c.run_after <= _now(now),
+            jobs.c.kind.in_(list(kinds)),
+        )
         .order_by(jobs.c.run_after, jobs.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -213,13 +226,11 @@ def work(
     """Claim and run one batch of due jobs; returns what happened to them."""
     result = WorkResult()
     with database.transaction() as connection:
-        claimed = claim(connection, queue, limit=limit, now=now)
+        claimed = claim(connection, queue, limit=limit, kinds=sorted(handlers), now=now)
         result.claimed = len(claimed)
         for job in claimed:
-            handler = handlers.get(job.kind)
+            handler = handlers[job.kind]
             try:
-                if handler is None:
-                    raise LookupError(f"no handler for job kind {job.kind!r} in queue {queue!r}")
                 with database.transaction():
                     handler(job)
             except RetryLater as retry:

@@ -13,9 +13,16 @@ from decimal import Decimal
 from typing import Any
 
 
+def decimal_text(value: Decimal) -> str:
+    """The one text form of an exact number: fixed-point, no exponent, no trailing zeros
+    ("12.34", "100", "0.0000000001")."""
+    text = format(value.normalize(), "f")
+    return "0" if text in {"-0", "0"} else text
+
+
 def json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(value)
     if isinstance(value, datetime):
         return rfc3339(value)
     if isinstance(value, tuple | set | frozenset):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, StringConstraints
 
+from core.domain.canonical import decimal_text
 from core.domain.money import AmountError, to_decimal
 
 
@@ -36,7 +37,9 @@ def _aware_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-ExactDecimal = Annotated[Decimal, BeforeValidator(_exact), PlainSerializer(str, return_type=str)]
+ExactDecimal = Annotated[
+    Decimal, BeforeValidator(_exact), PlainSerializer(decimal_text, return_type=str)
+]
 Amount = Annotated[ExactDecimal, AfterValidator(_non_negative)]
 PositiveAmount = Annotated[ExactDecimal, AfterValidator(_positive)]
 Instant = Annotated[datetime, AfterValidator(_aware_utc)]

@@ -96,11 +96,13 @@ def test_after_max_attempts_a_job_is_dead_kept_and_counted(db):
     assert jobs_finished.labels("test", "work", "dead")._value.get() == dead_before + 1
 
 
-def test_a_job_of_unknown_kind_is_not_dropped(db):
+def test_a_worker_claims_only_the_kinds_it_can_run_and_leaves_the_rest(db):
     (job_id,) = _enqueue(max_attempts=1)
-    result = queue.work(get_database(), "test", {})
-    assert result.dead == 1
-    assert "no handler for job kind 'work'" in _job(job_id).last_error
+    assert queue.work(get_database(), "test", {}).claimed == 0
+    assert queue.work(get_database(), "test", {"other": lambda job: None}).claimed == 0
+    row = _job(job_id)
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert queue.work(get_database(), "test", {"work": lambda job: None}).done == 1
 
 
 def test_dedupe_key_makes_a_second_enqueue_a_no_op(db):

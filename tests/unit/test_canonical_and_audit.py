@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from core.domain.audit import GENESIS_SHA256, row_sha256, verify_chain
-from core.domain.canonical import canonical_json, rfc3339, sha256_of
+from core.domain.canonical import canonical_json, decimal_text, rfc3339, sha256_of
 
 
 def test_canonical_json_sorts_keys_and_keeps_decimals_exact():
@@ -12,9 +12,13 @@ def test_canonical_json_sorts_keys_and_keeps_decimals_exact():
     assert canonical_json(value) == b'{"a":[1,"x"],"b":"0.1000000001","c":"2026-03-01T00:00:00Z"}'
 
 
-def test_canonical_json_refuses_floats_silently_never():
-    # floats are JSON-native, so they serialize; the point is Decimal never becomes a float
-    assert canonical_json({"v": Decimal("1E+2")}) == b'{"v":"1E+2"}'
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [("1E+2", "100"), ("1.500", "1.5"), ("0.0000000001", "0.0000000001"), ("-0.0", "0"), ("12.3400000000", "12.34")],
+)
+def test_decimals_have_one_text_form_fixed_point_without_trailing_zeros(value, text):
+    assert decimal_text(Decimal(value)) == text
+    assert canonical_json({"v": Decimal(value)}) == b'{"v":"' + text.encode() + b'"}'
 
 
 def test_rfc3339_is_utc_with_z_and_refuses_naive_datetimes():
