@@ -343,6 +343,6 @@ def test_a_charge_round_trips_through_json_exactly():
         "model": "package",
         "metric_key": "x",
         "package_size": "1000",
-        "package_price": "5.00",
+        "package_price": "5",
         "free_units": "0",
     }
