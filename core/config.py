@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,24 @@ class Settings(BaseSettings):
     abaxus_dev_ticks: bool = True
 
     request_body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
+
+    # PHI / personal data: event property keys stored only as HMAC-SHA256 with this secret.
+    abaxus_pseudonymize_properties: str = ""
+    abaxus_pseudonym_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _pseudonyms(self) -> Settings:
+        if self.pseudonymized_keys and len(self.abaxus_pseudonym_secret or "") < 32:
+            raise ValueError(
+                "ABAXUS_PSEUDONYMIZE_PROPERTIES needs ABAXUS_PSEUDONYM_SECRET (>= 32 characters)"
+            )
+        return self
+
+    @property
+    def pseudonymized_keys(self) -> frozenset[str]:
+        return frozenset(
+            k.strip() for k in self.abaxus_pseudonymize_properties.split(",") if k.strip()
+        )
 
     @field_validator("abaxus_log_level")
     @classmethod

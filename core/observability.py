@@ -44,3 +44,23 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 def render_metrics() -> bytes:
     return generate_latest(REGISTRY)
+
+
+events_ingested = Counter(
+    "abaxus_events",
+    "Usage events received, by outcome (accepted, duplicate, conflict, invalid).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ingest_batch_size = Histogram(
+    "abaxus_ingest_batch_size",
+    "Events per ingestion request (single events count as 1).",
+    buckets=(1, 10, 50, 100, 250, 500),
+    registry=REGISTRY,
+)
+ingest_duration = Histogram(
+    "abaxus_ingest_duration_seconds",
+    "Time to validate, deduplicate and durably store one ingestion request.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)

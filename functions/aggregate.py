@@ -8,7 +8,8 @@ import flask
 import functions_framework
 
 from core.adapters.queue import JobHandler
-from core.domain import errors, event_types
+from core.domain import event_types
+from core.services import ingest as ingestion
 from core.services import jobs
 from core.services.cloudevents import ReceivedEvent
 from functions.http import FunctionApp
@@ -27,12 +28,17 @@ APP.not_implemented("/v1/usage/parity", ["GET"], ISSUE)
 
 @APP.on_event(event_types.EVENTS_INGESTED)
 def on_events_ingested(event: ReceivedEvent) -> None:
-    raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
+    """New events were stored: fold what is due (only the kinds this version can fold;
+    other jobs wait, pending, for a version that can)."""
+    result = jobs.drain(QUEUE, JOB_HANDLERS)
+    log.info("events ingested", extra={"claimed": result.claimed, "done": result.done})
 
 
 @APP.on_event(event_types.AGGREGATE_TICK, event_types.KNATIVE_PING)
 def on_tick(event: ReceivedEvent) -> None:
-    """Drain whatever ingestion work is due (a lost notification leaves work only here)."""
+    """Create the coming months' event partitions and drain whatever ingestion work is
+    due (a lost notification leaves work only here)."""
+    ingestion.ensure_partitions_ahead()
     result = jobs.drain(QUEUE, JOB_HANDLERS)
     log.info(
         "aggregate tick",

@@ -1,25 +1,131 @@
-"""The `ingest` function: usage events in over HTTP and as CloudEvents."""
+"""The `ingest` function: usage events in over HTTP and as CloudEvents from in-cluster
+services. A key with scope `events:write` can ingest and nothing else."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
 
 import flask
 import functions_framework
 
+from core import auth
 from core.domain import errors, event_types
+from core.domain.events import BATCH_EVENTS_MAX, RFC3339
+from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
-from functions.http import FunctionApp
+from functions.http import FunctionApp, Reply, Request, list_reply
 
 APP = FunctionApp("ingest")
-ISSUE = "issue #4, event ingestion"
 
-APP.not_implemented("/v1/events", ["GET", "POST"], ISSUE)
-APP.not_implemented("/v1/events/batch", ["POST"], ISSUE)
+
+@APP.route("/v1/events", ["POST"], scope=auth.SCOPE_EVENTS_WRITE)
+def post_event(request: Request) -> Reply:
+    (outcome,) = ingestion.ingest([request.json()])
+    if outcome.outcome == "conflict":
+        raise errors.Conflict(outcome.detail or "idempotency conflict", code="idempotency_conflict")
+    if outcome.outcome == "invalid":
+        raise errors.ValidationFailed(
+            outcome.detail or "invalid event",
+            code=outcome.code or "validation_error",
+            errors=[errors.FieldError(("body", *e.loc), e.msg) for e in outcome.errors],
+        )
+    return Reply(
+        {"status": outcome.outcome, "idempotency_key": outcome.idempotency_key, "id": outcome.id},
+        status=202,
+    )
+
+
+@APP.route("/v1/events/batch", ["POST"], scope=auth.SCOPE_EVENTS_WRITE)
+def post_batch(request: Request) -> Reply:
+    body = request.json()
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("events"), list)
+        or set(body) != {"events"}
+    ):
+        raise errors.ValidationFailed(
+            'a batch is {"events": [...]}',
+            errors=[errors.FieldError(("body", "events"), "a list of events is required")],
+        )
+    events = body["events"]
+    if not events:
+        raise errors.ValidationFailed("a batch holds 1 to 500 events", code="empty_batch")
+    if len(events) > BATCH_EVENTS_MAX:
+        raise errors.PayloadTooLarge(
+            f"a batch holds at most {BATCH_EVENTS_MAX} events, this one {len(events)}",
+            code="batch_too_large",
+        )
+    outcomes = ingestion.ingest(events)
+    counts = {
+        name: sum(1 for o in outcomes if o.outcome == name) for name in ("accepted", "duplicate")
+    }
+    return Reply(
+        {
+            "results": [o.result() for o in outcomes],
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": len(outcomes) - counts["accepted"] - counts["duplicate"],
+        },
+        status=207,
+    )
+
+
+def _instant(request: Request, name: str) -> datetime | None:
+    raw = request.query(name)
+    if raw is None or raw == "":
+        return None
+    if not RFC3339.match(raw):
+        raise errors.ValidationFailed(
+            f"{name} must be RFC 3339 with an offset",
+            errors=[errors.FieldError(("query", name), "not an RFC 3339 instant")],
+        )
+    return datetime.fromisoformat(raw.replace("z", "Z")).astimezone(UTC)
+
+
+@APP.route("/v1/events")
+def list_events(request: Request) -> Reply:
+    customer_id = request.query("customer_id")
+    if not customer_id:
+        raise errors.ValidationFailed(
+            "customer_id is required (events are listed per customer)",
+            errors=[errors.FieldError(("query", "customer_id"), "required")],
+        )
+    page = ingestion.list_events(
+        customer_id=customer_id,
+        metric_key=request.query("metric_key") or None,
+        start=_instant(request, "from"),
+        end=_instant(request, "to"),
+        cursor=request.query("cursor"),
+        limit=request.limit(),
+    )
+    return list_reply(*page)
 
 
 @APP.on_event(event_types.USAGE_REPORTED)
 def on_usage_reported(event: ReceivedEvent) -> None:
-    # 501 is retried by the broker and then dead-lettered: the event is kept, not lost.
-    raise errors.NotImplementedYet(f"{event.type} ingestion is not implemented yet ({ISSUE})")
+    """`data` is one event or a list. Without an idempotency_key, an event's key is
+    `source/id` (`source/id/index` in a list): the CloudEvents spec makes (source, id)
+    unique, so a redelivery is a duplicate. All or nothing: one invalid or conflicting
+    event rejects the CloudEvent (422, dead-lettered), and nothing of it is stored."""
+    items = event.data if isinstance(event.data, list) else [event.data]
+    if not items or len(items) > BATCH_EVENTS_MAX:
+        raise errors.UnprocessableEvent(
+            f"data holds 1 to {BATCH_EVENTS_MAX} usage events", code="invalid_usage_event"
+        )
+    listed = isinstance(event.data, list)
+    raw_events: list[Any] = []
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and "idempotency_key" not in item:
+            key = f"{event.source}/{event.id}" + (f"/{index}" if listed else "")
+            raw_events.append({**item, "idempotency_key": key})
+        else:
+            raw_events.append(item)
+    outcomes = ingestion.ingest(raw_events)
+    refused = [o for o in outcomes if o.outcome in {"invalid", "conflict"}]
+    if refused:
+        details = "; ".join(f"[{o.index}] {o.code}: {o.detail}" for o in refused[:10])
+        raise errors.UnprocessableEvent(f"usage refused: {details}", code="invalid_usage_event")
 
 
 @functions_framework.http

@@ -14,7 +14,13 @@ def test_canonical_json_sorts_keys_and_keeps_decimals_exact():
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [("1E+2", "100"), ("1.500", "1.5"), ("0.0000000001", "0.0000000001"), ("-0.0", "0"), ("12.3400000000", "12.34")],
+    [
+        ("1E+2", "100"),
+        ("1.500", "1.5"),
+        ("0.0000000001", "0.0000000001"),
+        ("-0.0", "0"),
+        ("12.3400000000", "12.34"),
+    ],
 )
 def test_decimals_have_one_text_form_fixed_point_without_trailing_zeros(value, text):
     assert decimal_text(Decimal(value)) == text

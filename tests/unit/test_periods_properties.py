@@ -7,13 +7,17 @@ from hypothesis import strategies as st
 
 from core.domain.periods import Interval, period_at, period_containing
 
-anchors = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
+anchors = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+)
 offsets = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3650))
 
 
 @settings(max_examples=300, deadline=None)
 @given(anchors, st.sampled_from(list(Interval)), offsets)
-def test_the_period_containing_an_instant_contains_it_and_is_one_of_the_anchored_periods(anchor, interval, offset):
+def test_the_period_containing_an_instant_contains_it_and_is_one_of_the_anchored_periods(
+    anchor, interval, offset
+):
     instant = anchor + offset
     period = period_containing(anchor, interval, instant)
     assert period.start <= instant < period.end

@@ -177,3 +177,30 @@ closed_periods = Table(
     Column("invoice_id", Text, nullable=False),
     Column("closed_at", DateTime(timezone=True), nullable=False),
 )
+
+event_keys = Table(
+    "event_keys",
+    metadata,
+    Column("idempotency_key", Text, primary_key=True),
+    Column("content_sha256", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_timestamp", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Partitioned by RANGE (timestamp); the adapters use driver-level SQL for the hot path.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("metric_key", Text, nullable=False),
+    Column("value", Numeric(20, 10, asdecimal=True), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("content_sha256", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("region", Text, nullable=False),
+    Column("ingest_job_id", BigInteger, nullable=False),
+)

@@ -1,0 +1,240 @@
+"""Usage events: what a valid event is, its canonical content, and pseudonymized properties.
+
+Validated by hand (not per-event pydantic) because this is the hottest path in ABAXUS:
+every rule is here once, each failure names its field and a stable code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from core.domain.canonical import canonical_json, decimal_text, rfc3339
+from core.domain.errors import FieldError
+from core.domain.money import AmountError, to_decimal
+
+BATCH_EVENTS_MAX = 500
+FUTURE_TOLERANCE = timedelta(minutes=5)
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+IDEMPOTENCY_KEY_CHARS_MAX = 255
+ID_CHARS_MAX = 128
+PROPERTIES_BYTES_MAX = 8 * 1024
+PROPERTIES_DEPTH_MAX = 3
+PROPERTIES_KEYS_MAX = 100
+FIELDS = frozenset(
+    {"customer_id", "metric_key", "value", "timestamp", "idempotency_key", "properties"}
+)
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
+CUSTOMER_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+METRIC_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+PSEUDONYM_PREFIX = "hmac-sha256:"
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    customer_id: str
+    metric_key: str
+    value: Decimal
+    timestamp: datetime
+    idempotency_key: str
+    properties: dict[str, Any]
+    content_sha256: str
+
+
+@dataclass(frozen=True)
+class Invalid:
+    code: str
+    detail: str
+    errors: tuple[FieldError, ...]
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.field, self.message = code, field, message
+
+
+def _clean_text(field: str, value: str) -> None:
+    """No NUL (PostgreSQL text refuses it) and no lone surrogates (not UTF-8)."""
+    if "\x00" in value:
+        raise _Reject("invalid_characters", field, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise _Reject("invalid_characters", field, "contains a lone surrogate") from error
+
+
+def _walk(field: str, value: Any, depth: int) -> None:
+    if depth > PROPERTIES_DEPTH_MAX:
+        raise _Reject(
+            "invalid_properties", field, f"nested deeper than {PROPERTIES_DEPTH_MAX} levels"
+        )
+    if isinstance(value, str):
+        _clean_text(field, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _clean_text(field, key)
+            _walk(field, item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _walk(field, item, depth + 1)
+    elif isinstance(value, float):  # only reachable if a caller parsed JSON with floats
+        raise _Reject(
+            "invalid_properties", field, "numbers must be exact (parse JSON with Decimal)"
+        )
+
+
+def _text(raw: Mapping[str, Any], field: str, pattern: re.Pattern[str], what: str) -> str:
+    value = raw.get(field)
+    if value is None:
+        raise _Reject("missing_field", field, "is required")
+    if not isinstance(value, str) or not pattern.match(value):
+        raise _Reject("validation_error", field, f"must be {what}")
+    return value
+
+
+def _idempotency_key(raw: Mapping[str, Any]) -> str:
+    key = raw.get("idempotency_key")
+    if key is None:
+        raise _Reject(
+            "missing_idempotency_key", "idempotency_key", "is required: every event carries one"
+        )
+    if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_CHARS_MAX:
+        raise _Reject(
+            "invalid_idempotency_key",
+            "idempotency_key",
+            f"must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} characters",
+        )
+    if not key.isprintable():
+        raise _Reject(
+            "invalid_idempotency_key", "idempotency_key", "must be printable characters only"
+        )
+    _clean_text("idempotency_key", key)
+    return key
+
+
+def _value(raw: Mapping[str, Any]) -> Decimal:
+    if "value" not in raw:
+        return Decimal(1)
+    try:
+        return to_decimal(raw["value"])
+    except AmountError as error:
+        raise _Reject("invalid_value", "value", str(error)) from error
+
+
+def _timestamp(raw: Mapping[str, Any], now: datetime) -> datetime:
+    text = raw.get("timestamp")
+    if text is None:
+        raise _Reject("missing_field", "timestamp", "is required")
+    if not isinstance(text, str) or not RFC3339.match(text):
+        raise _Reject(
+            "invalid_timestamp",
+            "timestamp",
+            "must be RFC 3339 with an offset, e.g. 2026-03-17T14:00:00Z (at most microseconds)",
+        )
+    try:
+        instant = datetime.fromisoformat(text.replace("z", "Z")).astimezone(UTC)
+    except ValueError as error:
+        raise _Reject(
+            "invalid_timestamp", "timestamp", f"is not a real instant: {error}"
+        ) from error
+    if instant > now + FUTURE_TOLERANCE:
+        raise _Reject("timestamp_in_future", "timestamp", "is more than 5 minutes in the future")
+    if instant < EARLIEST_TIMESTAMP:
+        raise _Reject("invalid_timestamp", "timestamp", "is before 2000-01-01")
+    return instant
+
+
+def _properties(raw: Mapping[str, Any]) -> dict[str, Any]:
+    properties = raw.get("properties", {})
+    if properties is None:
+        return {}
+    if not isinstance(properties, dict):
+        raise _Reject("invalid_properties", "properties", "must be a JSON object")
+    if len(properties) > PROPERTIES_KEYS_MAX:
+        raise _Reject("invalid_properties", "properties", f"at most {PROPERTIES_KEYS_MAX} keys")
+    _walk("properties", properties, 1)
+    if len(canonical_json(properties)) > PROPERTIES_BYTES_MAX:
+        raise _Reject(
+            "invalid_properties", "properties", f"larger than {PROPERTIES_BYTES_MAX} bytes"
+        )
+    return properties
+
+
+def pseudonymize(properties: dict[str, Any], keys: frozenset[str], secret: bytes) -> dict[str, Any]:
+    """Replace the values of `keys` by HMAC-SHA256(secret, canonical value): equal values
+    stay equal (unique_count still works), the clear value is never stored."""
+    if not keys or not keys & properties.keys():
+        return properties
+    result = dict(properties)
+    for key in keys & properties.keys():
+        digest = hmac.new(secret, canonical_json(properties[key]), hashlib.sha256).hexdigest()
+        result[key] = PSEUDONYM_PREFIX + digest
+    return result
+
+
+def content_sha256(
+    customer_id: str,
+    metric_key: str,
+    value: Decimal,
+    timestamp: datetime,
+    properties: Mapping[str, Any],
+) -> str:
+    """What makes two events with one idempotency key the same event."""
+    return hashlib.sha256(
+        canonical_json(
+            {
+                "customer_id": customer_id,
+                "metric_key": metric_key,
+                "value": decimal_text(value),
+                "timestamp": rfc3339(timestamp),
+                "properties": properties,
+            }
+        )
+    ).hexdigest()
+
+
+def parse_event(
+    raw: Any,
+    *,
+    now: datetime,
+    pseudonymized_keys: frozenset[str] = frozenset(),
+    pseudonym_secret: bytes = b"",
+) -> UsageEvent | Invalid:
+    """One client event to a UsageEvent, or the first reason it is not one."""
+    try:
+        if not isinstance(raw, dict):
+            raise _Reject("validation_error", "event", "must be a JSON object")
+        unknown = sorted(set(raw) - FIELDS)
+        if unknown:
+            raise _Reject("validation_error", unknown[0], "is not a field of an event")
+        key = _idempotency_key(raw)
+        customer_id = _text(raw, "customer_id", CUSTOMER_ID, "1 to 128 of A-Z a-z 0-9 _ . : -")
+        metric_key = _text(
+            raw, "metric_key", METRIC_KEY, "a metric key (lowercase, [a-z][a-z0-9_]*)"
+        )
+        value = _value(raw)
+        timestamp = _timestamp(raw, now)
+        properties = pseudonymize(_properties(raw), pseudonymized_keys, pseudonym_secret)
+    except _Reject as reject:
+        return Invalid(
+            reject.code,
+            f"{reject.field} {reject.message}",
+            (FieldError((reject.field,), reject.message),),
+        )
+    digest = content_sha256(customer_id, metric_key, value, timestamp, properties)
+    return UsageEvent(customer_id, metric_key, value, timestamp, key, properties, digest)
+
+
+def month_starts(timestamps: Iterable[datetime]) -> set[datetime]:
+    """The UTC months (as their first instant) that these timestamps fall in."""
+    return {
+        t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        for t in timestamps
+    }

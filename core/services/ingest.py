@@ -1,0 +1,235 @@
+"""Ingestion: validate, deduplicate forever, store durably, hand off to aggregation.
+
+One transaction per request: the idempotency keys, the events and the aggregation job
+commit together, so a 202 means stored and a retry can never count twice. Outcomes:
+accepted (new), duplicate (same key, same content: the stored event's id), conflict (same
+key, other content: nothing changes), invalid (with a stable code)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dateutil.relativedelta import relativedelta
+
+from core.adapters import queue
+from core.adapters.postgres import events as rows
+from core.adapters.postgres.database import get_database
+from core.config import settings
+from core.domain import event_types
+from core.domain.errors import FieldError, ValidationFailed
+from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
+from core.domain.pagination import decode_cursor, encode_cursor
+from core.observability import events_ingested, ingest_batch_size, ingest_duration
+from core.services import notify
+
+AGGREGATE_QUEUE = "aggregate"
+FOLD_JOB = "fold"
+STATUS = {"accepted": 202, "duplicate": 200, "conflict": 409, "invalid": 422}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    outcome: str
+    idempotency_key: str | None = None
+    id: str | None = None
+    code: str | None = None
+    detail: str | None = None
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.outcome]
+
+    def result(self) -> dict[str, Any]:
+        """One entry of a batch response."""
+        entry: dict[str, Any] = {
+            "index": self.index,
+            "status": self.status,
+            "outcome": self.outcome,
+        }
+        for name in ("idempotency_key", "id", "code", "detail"):
+            value = getattr(self, name)
+            if value is not None:
+                entry[name] = value
+        return entry
+
+
+def _new_event_id() -> str:
+    return "evt_" + secrets.token_hex(12)
+
+
+def _within_batch(
+    parsed: Sequence[UsageEvent | Invalid],
+) -> tuple[dict[int, Outcome], list[tuple[int, UsageEvent]], dict[int, int]]:
+    """Invalid events, the first event of each key, and later events pointing at the first."""
+    outcomes: dict[int, Outcome] = {}
+    firsts: dict[str, tuple[int, UsageEvent]] = {}
+    repeats: dict[int, int] = {}
+    for index, item in enumerate(parsed):
+        if isinstance(item, Invalid):
+            outcomes[index] = Outcome(
+                index, "invalid", code=item.code, detail=item.detail, errors=item.errors
+            )
+        elif item.idempotency_key in firsts:
+            first_index, first = firsts[item.idempotency_key]
+            if first.content_sha256 == item.content_sha256:
+                repeats[index] = first_index
+            else:
+                outcomes[index] = Outcome(
+                    index,
+                    "conflict",
+                    item.idempotency_key,
+                    code="idempotency_conflict",
+                    detail="same idempotency_key as an earlier event of this batch, other content",
+                )
+        else:
+            firsts[item.idempotency_key] = (index, item)
+    return outcomes, list(firsts.values()), repeats
+
+
+def ingest(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[Outcome]:
+    started = time.perf_counter()
+    config = settings()
+    now = now or datetime.now(UTC)
+    secret = (config.abaxus_pseudonym_secret or "").encode()
+    parsed = [
+        parse_event(
+            raw, now=now, pseudonymized_keys=config.pseudonymized_keys, pseudonym_secret=secret
+        )
+        for raw in raw_events
+    ]
+    outcomes, firsts, repeats = _within_batch(parsed)
+    database = get_database()
+    if firsts:
+        rows.ensure_partitions(database.engine, month_starts(e.timestamp for _, e in firsts))
+        with database.transaction() as connection:
+            active = rows.active_metrics(connection, {e.metric_key for _, e in firsts})
+            known = []
+            for index, event in firsts:
+                if event.metric_key in active:
+                    known.append((index, event))
+                else:
+                    outcomes[index] = Outcome(
+                        index,
+                        "invalid",
+                        event.idempotency_key,
+                        code="unknown_metric",
+                        detail=f"metric_key {event.metric_key!r} is unknown or archived",
+                        errors=(FieldError(("metric_key",), "unknown or archived metric"),),
+                    )
+            _store(connection, known, outcomes, region=config.abaxus_region)
+    for index, first in repeats.items():
+        original = outcomes[first]
+        outcomes[index] = Outcome(
+            index,
+            "duplicate" if original.outcome in {"accepted", "duplicate"} else original.outcome,
+            original.idempotency_key,
+            original.id,
+            original.code,
+            original.detail,
+        )
+    result = [outcomes[index] for index in range(len(parsed))]
+    for outcome in result:
+        events_ingested.labels(outcome.outcome).inc()
+    ingest_batch_size.observe(len(parsed))
+    ingest_duration.observe(time.perf_counter() - started)
+    return result
+
+
+def _store(
+    connection: Any,
+    known: list[tuple[int, UsageEvent]],
+    outcomes: dict[int, Outcome],
+    *,
+    region: str,
+) -> None:
+    if not known:
+        return
+    events = [event for _, event in known]
+    ids = [_new_event_id() for _ in known]
+    inserted = rows.claim_keys(connection, events, ids)
+    stored = rows.stored_keys(
+        connection, [e.idempotency_key for e in events if e.idempotency_key not in inserted]
+    )
+    new_events, new_ids = [], []
+    for (index, event), event_id in zip(known, ids, strict=True):
+        key = event.idempotency_key
+        if key in inserted:
+            new_events.append(event)
+            new_ids.append(event_id)
+            outcomes[index] = Outcome(index, "accepted", key, event_id)
+        elif stored[key][0] == event.content_sha256:
+            outcomes[index] = Outcome(index, "duplicate", key, stored[key][1])
+        else:
+            outcomes[index] = Outcome(
+                index,
+                "conflict",
+                key,
+                stored[key][1],
+                code="idempotency_conflict",
+                detail="an event with this key and other content is stored; it was not changed",
+            )
+    if new_events:
+        job_id = queue.enqueue(connection, AGGREGATE_QUEUE, FOLD_JOB, {"events": len(new_events)})
+        assert job_id is not None
+        rows.insert_events(connection, new_events, new_ids, job_id=job_id, region=region)
+        get_database().after_commit(
+            lambda: notify.emit_later(
+                event_types.EVENTS_INGESTED,
+                {"job_id": job_id, "events": len(new_events)},
+                event_id=f"ingest-job-{job_id}",
+            )
+        )
+
+
+def list_events(
+    *,
+    customer_id: str,
+    metric_key: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    position = decode_cursor(cursor)
+    after = None
+    if position is not None:
+        try:
+            after = (datetime.fromisoformat(position["ts"]), str(position["id"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValidationFailed(
+                "cursor is not one this API returned", code="invalid_cursor"
+            ) from error
+    with get_database().transaction() as connection:
+        page = rows.page(
+            connection,
+            customer_id=customer_id,
+            metric_key=metric_key,
+            start=start,
+            end=end,
+            after=after,
+            limit=limit + 1,
+        )
+    more = len(page) > limit
+    page = page[:limit]
+    next_cursor = (
+        encode_cursor({"ts": page[-1]["timestamp"].isoformat(), "id": page[-1]["id"]})
+        if more and page
+        else None
+    )
+    return page, next_cursor
+
+
+def ensure_partitions_ahead(now: datetime | None = None, months_ahead: int = 2) -> None:
+    """Create this month's and the next months' partitions before any event needs them."""
+    now = now or datetime.now(UTC)
+    first = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    rows.ensure_partitions(
+        get_database().engine, {first + relativedelta(months=k) for k in range(months_ahead + 1)}
+    )

@@ -1,0 +1,81 @@
+"""CloudEvents out, after commit, without making the request wait.
+
+A bounded in-process queue and one sender thread per process. The notification is only a
+hint — the work is already durable in PostgreSQL and the next tick drains it — so when
+the queue is full the notification is dropped and counted, never blocking a request."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from core.adapters.bus import Bus, overrides_from_json
+from core.config import settings
+from core.observability import cloudevents_emitted
+
+log = logging.getLogger(__name__)
+
+PENDING_MAX = 10_000
+
+_pending: queue.Queue[tuple[str, Any, str | None, str | None]] = queue.Queue(maxsize=PENDING_MAX)
+_sender: threading.Thread | None = None
+_bus: Bus | None = None
+_lock = threading.Lock()
+
+
+def bus() -> Bus:
+    global _bus  # noqa: PLW0603 - one bus per process, built from the settings on first use
+    if _bus is None:
+        config = settings()
+        _bus = Bus(
+            config.k_sink,
+            source=f"/abaxus/{config.k_service or 'dev'}",
+            # K_CE_OVERRIDES is injected by Knative's SinkBinding beside K_SINK.
+            overrides=overrides_from_json(os.environ.get("K_CE_OVERRIDES")),
+        )
+    return _bus
+
+
+def reset() -> None:
+    """Forget the bus (tests and the dev server change K_SINK)."""
+    global _bus  # noqa: PLW0603
+    _bus = None
+
+
+def _send_forever() -> None:
+    while True:
+        type_, data, subject, event_id = _pending.get()
+        try:
+            bus().emit(type_, data, subject=subject, event_id=event_id)
+        except Exception:  # the sender thread must survive anything
+            log.exception("notification failed", extra={"ce_type": type_})
+
+
+def emit_later(
+    type_: str, data: Any, *, subject: str | None = None, event_id: str | None = None
+) -> None:
+    global _sender  # noqa: PLW0603
+    if _sender is None or not _sender.is_alive():
+        with _lock:
+            if _sender is None or not _sender.is_alive():
+                _sender = threading.Thread(target=_send_forever, name="abaxus-notify", daemon=True)
+                _sender.start()
+    try:
+        _pending.put_nowait((type_, data, subject, event_id))
+    except queue.Full:
+        cloudevents_emitted.labels(type_, "dropped").inc()
+        log.warning(
+            "notification queue full; the next tick will find the work", extra={"ce_type": type_}
+        )
+
+
+def drain(timeout_seconds: float = 5.0) -> bool:
+    """Wait until every queued notification was handed to the bus (tests, shutdown)."""
+    deadline = time.monotonic() + timeout_seconds
+    while not _pending.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _pending.empty()
