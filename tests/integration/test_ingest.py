@@ -1,0 +1,313 @@
+"""Event ingestion through the real `ingest` app, against real PostgreSQL."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+from functions_framework import create_app
+
+from core.config import reload_settings
+from core.domain.metrics import MetricDefinition
+from core.services import api_keys
+from core.services.caller import SYSTEM
+from core.services.catalog import metrics
+from tests.conftest import PROJECT_ROOT, bearer
+
+MAIN = str(PROJECT_ROOT / "functions" / "main.py")
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _event(key, value=1, *, customer="cust_acme", metric="api_calls", at=None, **extra):
+    return {
+        "customer_id": customer,
+        "metric_key": metric,
+        "value": value,
+        "timestamp": (at or NOW - timedelta(minutes=1)).isoformat(),
+        "idempotency_key": key,
+        **extra,
+    }
+
+
+@pytest.fixture
+def ingest(db):
+    metrics.create_metric(
+        SYSTEM,
+        MetricDefinition.model_validate(
+            {
+                "key": "api_calls",
+                "name": "API calls",
+                "aggregation": "sum",
+                "effective_from": "2020-01-01T00:00:00Z",
+            }
+        ),
+    )
+    client = create_app(target="ingest", source=MAIN).test_client()
+    client.environ_base.update(
+        {
+            "HTTP_AUTHORIZATION": "Bearer "
+            + api_keys.create_key(SYSTEM, name="producer", scopes=["events:write"]).secret
+        }
+    )
+    return client
+
+
+def _stored(
+    db, sql="SELECT idempotency_key, value::text, customer_id FROM events ORDER BY idempotency_key"
+):
+    with psycopg.connect(db) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def test_a_single_event_is_accepted_once_then_a_duplicate(ingest, db):
+    first = ingest.post("/v1/events", json=_event("k1", "2.5"))
+    again = ingest.post("/v1/events", json=_event("k1", "2.5"))
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["status"] == "accepted" and again.get_json()["status"] == "duplicate"
+    assert first.get_json()["id"] == again.get_json()["id"] and first.get_json()["id"].startswith(
+        "evt_"
+    )
+    assert _stored(db) == [("k1", "2.5000000000", "cust_acme")]
+
+
+def test_same_key_other_content_is_a_409_and_the_stored_event_is_untouched(ingest, db):
+    ingest.post("/v1/events", json=_event("k1", 1))
+    conflict = ingest.post("/v1/events", json=_event("k1", 2))
+    assert conflict.status_code == 409 and conflict.get_json()["code"] == "idempotency_conflict"
+    assert _stored(db) == [("k1", "1.0000000000", "cust_acme")]
+
+
+def test_invalid_single_events_are_422_with_their_code(ingest, db):
+    assert ingest.post("/v1/events", json=_event("k1", "NaN")).get_json()["code"] == "invalid_value"
+    unknown = ingest.post("/v1/events", json=_event("k2", metric="no_such_metric"))
+    assert unknown.status_code == 422 and unknown.get_json()["code"] == "unknown_metric"
+    future = ingest.post(
+        "/v1/events", json=_event("k3", at=datetime.now(UTC) + timedelta(minutes=10))
+    )
+    assert future.get_json()["code"] == "timestamp_in_future"
+    assert (
+        ingest.post(
+            "/v1/events", data=b'{"value": NaN}', content_type="application/json"
+        ).status_code
+        == 400
+    )
+    assert _stored(db) == []
+
+
+def test_a_mixed_batch_answers_in_order_and_stores_only_what_is_valid(ingest, db):
+    ingest.post("/v1/events", json=_event("old", 5))
+    batch = [
+        _event("a", 1),
+        _event("bad", "Infinity"),
+        _event("old", 5),  # duplicate of a stored event
+        _event("old", 6),  # conflicts with it
+        _event("b", 2),
+        _event("a", 1),  # duplicate within the batch
+        _event("b", 3),  # conflict within the batch
+        _event("c", metric="archived_or_unknown"),
+    ]
+    response = ingest.post("/v1/events/batch", json={"events": batch})
+    assert response.status_code == 207
+    body = response.get_json()
+    assert [(r["index"], r["status"], r["outcome"]) for r in body["results"]] == [
+        (0, 202, "accepted"),
+        (1, 422, "invalid"),
+        (2, 200, "duplicate"),
+        (3, 409, "conflict"),
+        (4, 202, "accepted"),
+        (5, 200, "duplicate"),
+        (6, 409, "conflict"),
+        (7, 422, "invalid"),
+    ]
+    assert (
+        body["results"][1]["code"] == "invalid_value"
+        and body["results"][7]["code"] == "unknown_metric"
+    )
+    assert body["results"][5]["id"] == body["results"][0]["id"]
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 2, 4)
+    assert [k for k, _, _ in _stored(db)] == ["a", "b", "old"]
+    with psycopg.connect(db) as connection:
+        jobs = connection.execute("SELECT queue, kind, payload FROM jobs ORDER BY id").fetchall()
+    assert jobs == [("aggregate", "fold", {"events": 1}), ("aggregate", "fold", {"events": 2})]
+
+
+def test_batch_size_limits_500_is_fine_501_is_413(ingest, db):
+    ok = ingest.post("/v1/events/batch", json={"events": [_event(f"e{n}") for n in range(500)]})
+    assert ok.status_code == 207 and ok.get_json()["accepted"] == 500
+    too_many = ingest.post(
+        "/v1/events/batch", json={"events": [_event(f"f{n}") for n in range(501)]}
+    )
+    assert too_many.status_code == 413 and too_many.get_json()["code"] == "batch_too_large"
+    assert ingest.post("/v1/events/batch", json={"events": []}).get_json()["code"] == "empty_batch"
+    assert ingest.post("/v1/events/batch", json=[_event("x")]).status_code == 422
+    assert len(_stored(db)) == 500
+
+
+def test_32_threads_posting_one_key_store_it_once(ingest, db):
+    app = create_app(target="ingest", source=MAIN)
+    secret = api_keys.create_key(SYSTEM, name="p2", scopes=["events:write"]).secret
+    start, statuses = threading.Barrier(32), []
+
+    def post():
+        client = app.test_client()
+        start.wait()
+        response = client.post("/v1/events", json=_event("race"), headers=bearer(secret))
+        statuses.append(
+            (response.status_code, response.get_json()["status"], response.get_json()["id"])
+        )
+
+    threads = [threading.Thread(target=post) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(s for _, s, _ in statuses) == ["accepted"] + ["duplicate"] * 31
+    assert len({event_id for _, _, event_id in statuses}) == 1
+    assert len(_stored(db)) == 1
+
+
+def test_an_ingest_key_can_only_ingest(ingest, db):
+    listed = ingest.get("/v1/events?customer_id=cust_acme")
+    assert listed.status_code == 403 and listed.get_json()["code"] == "insufficient_scope"
+    reader = create_app(target="ingest", source=MAIN).test_client()
+    read_key = api_keys.create_key(SYSTEM, name="r", scopes=["read"]).secret
+    assert reader.post("/v1/events", json=_event("k"), headers=bearer(read_key)).status_code == 403
+    assert reader.post("/v1/events", json=_event("k")).status_code == 401
+
+
+def test_listing_events_pages_in_time_order_with_received_at(ingest, db):
+    base = NOW - timedelta(days=1)
+    ingest.post(
+        "/v1/events/batch",
+        json={"events": [_event(f"e{n}", n, at=base + timedelta(minutes=n)) for n in range(5)]},
+    )
+    ingest.post("/v1/events", json=_event("other", customer="cust_other"))
+    reader = api_keys.create_key(SYSTEM, name="r", scopes=["read"]).secret
+    first = ingest.get(
+        "/v1/events?customer_id=cust_acme&limit=3", headers=bearer(reader)
+    ).get_json()
+    second = ingest.get(
+        f"/v1/events?customer_id=cust_acme&limit=3&cursor={first['next_cursor']}",
+        headers=bearer(reader),
+    ).get_json()
+    events = first["data"] + second["data"]
+    assert [e["idempotency_key"] for e in events] == ["e0", "e1", "e2", "e3", "e4"]
+    assert [e["value"] for e in events] == ["0", "1", "2", "3", "4"]
+    assert all(e["received_at"].endswith("Z") and e["region"] == "local" for e in events)
+    window = f"&from={(base + timedelta(minutes=1)).isoformat()}&to={(base + timedelta(minutes=3)).isoformat()}".replace(
+        "+", "%2B"
+    )
+    ranged = ingest.get(
+        f"/v1/events?customer_id=cust_acme{window}", headers=bearer(reader)
+    ).get_json()["data"]
+    assert [e["idempotency_key"] for e in ranged] == ["e1", "e2"]
+    assert ingest.get("/v1/events", headers=bearer(reader)).get_json()["code"] == "validation_error"
+
+
+def test_an_unknown_customer_is_stored_as_is(ingest, db):
+    assert ingest.post("/v1/events", json=_event("k", customer="cust_not_yet")).status_code == 202
+    assert _stored(db)[0][2] == "cust_not_yet"
+
+
+def test_a_backfill_two_years_back_creates_its_partition(ingest, db):
+    old = datetime.now(UTC) - timedelta(days=730)
+    assert ingest.post("/v1/events", json=_event("backfill", at=old)).status_code == 202
+    partition = f"events_{old.year:04d}_{old.month:02d}"
+    with psycopg.connect(db) as connection:
+        found = connection.execute(
+            "SELECT tableoid::regclass::text FROM events WHERE idempotency_key = 'backfill'"
+        ).fetchone()
+    assert found == (partition,)
+
+
+def test_pseudonymized_properties_are_never_stored_in_clear(ingest, db, monkeypatch):
+    monkeypatch.setenv("ABAXUS_PSEUDONYMIZE_PROPERTIES", "patient_id,email")
+    monkeypatch.setenv("ABAXUS_PSEUDONYM_SECRET", "a-deployment-secret-of-32-characters!")
+    reload_settings()
+    try:
+        response = ingest.post(
+            "/v1/events",
+            json=_event(
+                "phi", properties={"patient_id": "MRN-0042", "email": "jane@x.test", "scan": "mri"}
+            ),
+        )
+        again = ingest.post(
+            "/v1/events",
+            json=_event(
+                "phi", properties={"patient_id": "MRN-0042", "email": "jane@x.test", "scan": "mri"}
+            ),
+        )
+    finally:
+        monkeypatch.delenv("ABAXUS_PSEUDONYMIZE_PROPERTIES")
+        monkeypatch.delenv("ABAXUS_PSEUDONYM_SECRET")
+        reload_settings()
+    assert response.status_code == 202 and again.get_json()["status"] == "duplicate"
+    with psycopg.connect(db) as connection:
+        (properties,) = connection.execute("SELECT properties FROM events").fetchone()
+        dump = connection.execute(
+            "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM events) t"
+        ).fetchone()[0]
+        keys_dump = connection.execute(
+            "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM event_keys) t"
+        ).fetchone()[0]
+    assert properties["scan"] == "mri"
+    assert properties["patient_id"].startswith("hmac-sha256:") and properties["email"].startswith(
+        "hmac-sha256:"
+    )
+    assert "MRN-0042" not in dump + keys_dump and "jane@x.test" not in dump + keys_dump
+
+
+def test_pseudonymizing_without_a_secret_is_a_configuration_error(monkeypatch):
+    monkeypatch.setenv("ABAXUS_PSEUDONYMIZE_PROPERTIES", "patient_id")
+    with pytest.raises(ValueError, match="ABAXUS_PSEUDONYM_SECRET"):
+        reload_settings()
+    monkeypatch.delenv("ABAXUS_PSEUDONYMIZE_PROPERTIES")
+    reload_settings()
+
+
+# -- CloudEvents from in-cluster services ------------------------------------------------
+
+
+def _usage(data, event_id="ce-1"):
+    return CloudEvent(
+        {
+            "type": "dev.abaxus.usage.reported.v1",
+            "source": "/svc/gateway",
+            "id": event_id,
+            "datacontenttype": "application/json",
+        },
+        data,
+    )
+
+
+@pytest.mark.parametrize("mode", [to_binary, to_structured], ids=["binary", "structured"])
+def test_usage_reported_one_event_keyed_by_source_and_id_and_redelivery_is_a_duplicate(
+    ingest, db, mode
+):
+    data = {k: v for k, v in _event("unused", "0.25").items() if k != "idempotency_key"}
+    headers, body = mode(_usage(data))
+    assert ingest.post("/", headers=headers, data=body).status_code == 202
+    assert ingest.post("/", headers=headers, data=body).status_code == 202  # redelivered
+    assert _stored(db) == [("/svc/gateway/ce-1", "0.2500000000", "cust_acme")]
+
+
+def test_usage_reported_list_keys_each_event_by_its_index(ingest, db):
+    items = [{k: v for k, v in _event("x", n).items() if k != "idempotency_key"} for n in (1, 2)]
+    items.append(_event("explicit-key", 3))
+    headers, body = to_binary(_usage(items, "ce-list"))
+    assert ingest.post("/", headers=headers, data=body).status_code == 202
+    assert [k for k, _, _ in _stored(db)] == [
+        "/svc/gateway/ce-list/0",
+        "/svc/gateway/ce-list/1",
+        "explicit-key",
+    ]
+
+
+def test_an_invalid_usage_event_is_a_422_and_stores_nothing(ingest, db):
+    items = [_event("good", 1), _event("bad", "NaN")]
+    headers, body = to_binary(_usage(items, "ce-bad"))
+    response = ingest.post("/", headers=headers, data=body)
+    assert response.status_code == 422 and "invalid_value" in response.get_json()["detail"]
+    assert _stored(db) == []

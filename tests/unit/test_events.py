@@ -1,0 +1,112 @@
+"""Event validation rules (pure), each with its stable code."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from core.domain.events import Invalid, UsageEvent, parse_event, pseudonymize
+
+NOW = datetime(2026, 3, 17, 14, 0, tzinfo=UTC)
+GOOD = {
+    "customer_id": "cust_acme",
+    "metric_key": "api_calls",
+    "value": 1,
+    "timestamp": "2026-03-17T14:00:00Z",
+    "idempotency_key": "evt_1",
+    "properties": {"region": "eu-west-1"},
+}
+
+
+def _parse(**changes):
+    raw = {**GOOD, **changes}
+    for key in [k for k, v in changes.items() if v is ...]:
+        del raw[key]
+    return parse_event(raw, now=NOW)
+
+
+def test_a_valid_event_is_parsed_exactly():
+    event = _parse(value=Decimal("0.1000000001"), timestamp="2026-03-17T15:00:00.123456+01:00")
+    assert isinstance(event, UsageEvent)
+    assert event.value == Decimal("0.1000000001")
+    assert event.timestamp == datetime(2026, 3, 17, 14, 0, 0, 123456, tzinfo=UTC)
+    assert len(event.content_sha256) == 64
+
+
+def test_value_defaults_to_one_and_strings_are_numbers_too():
+    assert _parse(value=...).value == Decimal(1)
+    assert _parse(value="2.5").value == Decimal("2.5")
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "field"),
+    [
+        ({"idempotency_key": ...}, "missing_idempotency_key", "idempotency_key"),
+        ({"idempotency_key": ""}, "invalid_idempotency_key", "idempotency_key"),
+        ({"idempotency_key": "k" * 256}, "invalid_idempotency_key", "idempotency_key"),
+        ({"idempotency_key": "tab\there"}, "invalid_idempotency_key", "idempotency_key"),
+        ({"idempotency_key": 12}, "invalid_idempotency_key", "idempotency_key"),
+        ({"customer_id": ...}, "missing_field", "customer_id"),
+        ({"customer_id": "has space"}, "validation_error", "customer_id"),
+        ({"metric_key": ...}, "missing_field", "metric_key"),
+        ({"metric_key": "API"}, "validation_error", "metric_key"),
+        ({"value": "NaN"}, "invalid_value", "value"),
+        ({"value": "Infinity"}, "invalid_value", "value"),
+        ({"value": 0.5}, "invalid_value", "value"),
+        ({"value": "0.00000000001"}, "invalid_value", "value"),
+        ({"value": "10000000000"}, "invalid_value", "value"),
+        ({"value": True}, "invalid_value", "value"),
+        ({"timestamp": ...}, "missing_field", "timestamp"),
+        ({"timestamp": "2026-03-17T14:00:00"}, "invalid_timestamp", "timestamp"),
+        ({"timestamp": "2026-03-17"}, "invalid_timestamp", "timestamp"),
+        ({"timestamp": "20260317T140000Z"}, "invalid_timestamp", "timestamp"),
+        ({"timestamp": "2026-02-30T00:00:00Z"}, "invalid_timestamp", "timestamp"),
+        ({"timestamp": "2026-03-17T14:00:00.1234567Z"}, "invalid_timestamp", "timestamp"),
+        ({"timestamp": "1999-12-31T23:59:59Z"}, "invalid_timestamp", "timestamp"),
+        ({"timestamp": "2026-03-17T14:05:01Z"}, "timestamp_in_future", "timestamp"),
+        ({"properties": []}, "invalid_properties", "properties"),
+        ({"properties": {"a": {"b": {"c": {"d": 1}}}}}, "invalid_properties", "properties"),
+        ({"properties": {"blob": "x" * 9000}}, "invalid_properties", "properties"),
+        ({"properties": {f"k{n}": 1 for n in range(101)}}, "invalid_properties", "properties"),
+        ({"properties": {"name": "nul\x00byte"}}, "invalid_characters", "properties"),
+        ({"properties": {"bad\x00key": 1}}, "invalid_characters", "properties"),
+        ({"properties": {"name": "lone \ud800 surrogate"}}, "invalid_characters", "properties"),
+        ({"customer": "typo"}, "validation_error", "customer"),
+    ],
+)
+def test_each_invalid_event_names_its_field_and_a_stable_code(changes, code, field):
+    result = _parse(**changes)
+    assert isinstance(result, Invalid), result
+    assert result.code == code
+    assert result.errors[0].loc == (field,)
+
+
+def test_five_minutes_in_the_future_is_still_accepted():
+    assert isinstance(_parse(timestamp=(NOW + timedelta(minutes=5)).isoformat()), UsageEvent)
+
+
+def test_not_an_object_is_invalid():
+    assert parse_event(["x"], now=NOW).code == "validation_error"
+
+
+def test_content_hash_ignores_the_spelling_of_equal_values_and_instants():
+    a = _parse(value="1.0", timestamp="2026-03-17T15:00:00+01:00")
+    b = _parse(value=1, timestamp="2026-03-17T14:00:00Z")
+    c = _parse(value=2)
+    assert a.content_sha256 == b.content_sha256 != c.content_sha256
+
+
+def test_pseudonymized_properties_are_hmacs_equal_for_equal_values():
+    secret = b"s" * 32
+    one = pseudonymize(
+        {"patient_id": "p-1", "region": "eu"}, frozenset({"patient_id", "email"}), secret
+    )
+    two = pseudonymize({"patient_id": "p-1"}, frozenset({"patient_id"}), secret)
+    other = pseudonymize({"patient_id": "p-2"}, frozenset({"patient_id"}), secret)
+    assert one["patient_id"].startswith("hmac-sha256:") and "p-1" not in one["patient_id"]
+    assert one["patient_id"] == two["patient_id"] != other["patient_id"]
+    assert one["region"] == "eu"
+    assert (
+        pseudonymize({"patient_id": "p-1"}, frozenset({"patient_id"}), b"t" * 32)["patient_id"]
+        != one["patient_id"]
+    )
