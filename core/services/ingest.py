@@ -153,16 +153,16 @@ def _store(
         return
     events = [event for _, event in known]
     ids = [_new_event_id() for _ in known]
-    inserted = rows.claim_keys(connection, events, ids)
+    rows.stage(connection, events, ids)
+    inserted = rows.claim_staged_keys(connection)
     stored = rows.stored_keys(
         connection, [e.idempotency_key for e in events if e.idempotency_key not in inserted]
     )
-    new_events, new_ids = [], []
+    accepted = 0
     for (index, event), event_id in zip(known, ids, strict=True):
         key = event.idempotency_key
         if key in inserted:
-            new_events.append(event)
-            new_ids.append(event_id)
+            accepted += 1
             outcomes[index] = Outcome(index, "accepted", key, event_id)
         elif stored[key][0] == event.content_sha256:
             outcomes[index] = Outcome(index, "duplicate", key, stored[key][1])
@@ -175,15 +175,18 @@ def _store(
                 code="idempotency_conflict",
                 detail="an event with this key and other content is stored; it was not changed",
             )
-    if new_events:
-        job_id = queue.enqueue(connection, AGGREGATE_QUEUE, FOLD_JOB, {"events": len(new_events)})
+    if accepted:
+        job_id = queue.enqueue(connection, AGGREGATE_QUEUE, FOLD_JOB, {"events": accepted})
         assert job_id is not None
-        rows.insert_events(connection, new_events, new_ids, job_id=job_id, region=region)
+        moved = rows.insert_staged_events(connection, job_id=job_id, region=region)
+        if moved != accepted:  # the invariant, checked before anything commits
+            raise RuntimeError(f"ingest moved {moved} staged events, expected {accepted}")
         get_database().after_commit(
             lambda: notify.emit_later(
                 event_types.EVENTS_INGESTED,
-                {"job_id": job_id, "events": len(new_events)},
+                {"job_id": job_id},
                 event_id=f"ingest-job-{job_id}",
+                coalesce=True,
             )
         )
 

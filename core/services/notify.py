@@ -1,8 +1,11 @@
 """CloudEvents out, after commit, without making the request wait.
 
-A bounded in-process queue and one sender thread per process. The notification is only a
-hint — the work is already durable in PostgreSQL and the next tick drains it — so when
-the queue is full the notification is dropped and counted, never blocking a request."""
+A bounded in-process queue and one sender thread per process. Notifications are hints —
+the work is already durable in PostgreSQL and the next tick drains it — so:
+- when the queue is full a notification is dropped and counted, never blocking a request;
+- notifications marked `coalesce` (like events.ingested: "there is work to fold") that
+  pile up while the sender is busy are sent once, for the newest of them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from core.adapters.bus import Bus, overrides_from_json
@@ -21,10 +25,21 @@ log = logging.getLogger(__name__)
 
 PENDING_MAX = 10_000
 
-_pending: queue.Queue[tuple[str, Any, str | None, str | None]] = queue.Queue(maxsize=PENDING_MAX)
+
+@dataclass(frozen=True)
+class _Note:
+    type: str
+    data: Any
+    subject: str | None
+    event_id: str | None
+    coalesce: bool
+
+
+_pending: queue.Queue[_Note] = queue.Queue(maxsize=PENDING_MAX)
 _sender: threading.Thread | None = None
 _bus: Bus | None = None
 _lock = threading.Lock()
+_busy = threading.Event()
 
 
 def bus() -> Bus:
@@ -46,17 +61,41 @@ def reset() -> None:
     _bus = None
 
 
+def coalesced(notes: list[_Note]) -> list[_Note]:
+    """Keep every plain note; of coalescible ones, only the newest per (type, subject)."""
+    newest = {(n.type, n.subject): index for index, n in enumerate(notes) if n.coalesce}
+    return [
+        n for index, n in enumerate(notes) if not n.coalesce or newest[(n.type, n.subject)] == index
+    ]
+
+
 def _send_forever() -> None:
     while True:
-        type_, data, subject, event_id = _pending.get()
-        try:
-            bus().emit(type_, data, subject=subject, event_id=event_id)
-        except Exception:  # the sender thread must survive anything
-            log.exception("notification failed", extra={"ce_type": type_})
+        notes = [_pending.get()]
+        _busy.set()
+        while True:
+            try:
+                notes.append(_pending.get_nowait())
+            except queue.Empty:
+                break
+        for note in coalesced(notes):
+            try:
+                bus().emit(note.type, note.data, subject=note.subject, event_id=note.event_id)
+            except Exception:  # the sender thread must survive anything
+                log.exception("notification failed", extra={"ce_type": note.type})
+        skipped = len(notes) - len(coalesced(notes))
+        if skipped:
+            cloudevents_emitted.labels(notes[0].type, "coalesced").inc(skipped)
+        _busy.clear()
 
 
 def emit_later(
-    type_: str, data: Any, *, subject: str | None = None, event_id: str | None = None
+    type_: str,
+    data: Any,
+    *,
+    subject: str | None = None,
+    event_id: str | None = None,
+    coalesce: bool = False,
 ) -> None:
     global _sender  # noqa: PLW0603
     if _sender is None or not _sender.is_alive():
@@ -65,7 +104,7 @@ def emit_later(
                 _sender = threading.Thread(target=_send_forever, name="abaxus-notify", daemon=True)
                 _sender.start()
     try:
-        _pending.put_nowait((type_, data, subject, event_id))
+        _pending.put_nowait(_Note(type_, data, subject, event_id, coalesce))
     except queue.Full:
         cloudevents_emitted.labels(type_, "dropped").inc()
         log.warning(
@@ -76,6 +115,6 @@ def emit_later(
 def drain(timeout_seconds: float = 5.0) -> bool:
     """Wait until every queued notification was handed to the bus (tests, shutdown)."""
     deadline = time.monotonic() + timeout_seconds
-    while not _pending.empty() and time.monotonic() < deadline:
+    while (not _pending.empty() or _busy.is_set()) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return _pending.empty()
+    return _pending.empty() and not _busy.is_set()

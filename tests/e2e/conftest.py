@@ -40,6 +40,11 @@ class DevServerProcess:
         assert match, self.output()
         return match.group(1)
 
+    def crash(self) -> None:
+        """SIGKILL the server and its workers at once: no shutdown code runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -65,6 +70,7 @@ def start_dev_server(database_url: str, tmp_path: Path, **env: str) -> DevServer
             stdout=sink,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: a crash test kills all of it
         )
     base_url = f"http://127.0.0.1:{port}"
     deadline = started + STARTUP_SECONDS_MAX

@@ -110,3 +110,30 @@ def test_pseudonymized_properties_are_hmacs_equal_for_equal_values():
         pseudonymize({"patient_id": "p-1"}, frozenset({"patient_id"}), b"t" * 32)["patient_id"]
         != one["patient_id"]
     )
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {},
+        {"region": "eu-west-1", "n": 3, "ok": True, "none": None},
+        {"zé": "ünïcode ✓", "nested": {"b": "x", "a": Decimal("1.50")}},
+    ],
+)
+def test_the_hand_assembled_content_equals_canonical_json_of_the_event(properties):
+    import hashlib
+
+    from core.domain.canonical import canonical_json
+
+    event = _parse(properties=properties, value=Decimal("12.3400"))
+    expected = canonical_json(
+        {
+            "customer_id": "cust_acme",
+            "metric_key": "api_calls",
+            "properties": properties,
+            "timestamp": "2026-03-17T14:00:00Z",
+            "value": Decimal("12.34"),
+        }
+    )
+    assert event.properties_json == canonical_json(properties).decode()
+    assert event.content_sha256 == hashlib.sha256(expected).hexdigest()

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from core.domain.canonical import canonical_json
 from core.domain.events import UsageEvent
 
 _known_partitions: set[datetime] = set()
@@ -53,27 +52,60 @@ def active_metrics(connection: Connection, keys: set[str]) -> set[str]:
     return {str(key) for (key,) in rows}
 
 
-def claim_keys(
-    connection: Connection, events: Sequence[UsageEvent], ids: Sequence[str]
-) -> set[str]:
-    """Insert the idempotency keys that are new; returns them. Keys are inserted in sorted
-    order so that concurrent batches sharing keys wait on each other instead of deadlocking."""
+STAGING_COLUMNS = (
+    "id, customer_id, metric_key, value, timestamp, properties, idempotency_key, content_sha256"
+)
+
+
+def _staging(connection: Connection) -> Any:
+    """This connection's temp staging table (emptied at every commit), created once."""
+    if not connection.info.get("abaxus_staging"):
+        connection.exec_driver_sql(
+            "CREATE TEMP TABLE IF NOT EXISTS ingest_staging (id text, customer_id text, metric_key text, "
+            "value numeric(20, 10), timestamp timestamptz, properties jsonb, idempotency_key text, "
+            "content_sha256 text) ON COMMIT DELETE ROWS"
+        )
+        connection.info["abaxus_staging"] = True
+    return connection.connection.driver_connection
+
+
+def stage(connection: Connection, events: Sequence[UsageEvent], ids: Sequence[str]) -> None:
+    """COPY the batch into the staging table (about twice as fast as unnest arrays)."""
+    driver = _staging(connection)
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY ingest_staging ({STAGING_COLUMNS}) FROM STDIN") as copy,
+    ):
+        for event, event_id in zip(events, ids, strict=True):
+            copy.write_row(
+                (
+                    event_id,
+                    event.customer_id,
+                    event.metric_key,
+                    event.value,
+                    event.timestamp,
+                    event.properties_json,
+                    event.idempotency_key,
+                    event.content_sha256,
+                )
+            )
+
+
+def claim_staged_keys(connection: Connection) -> set[str]:
+    """Insert the staged idempotency keys that are new; returns them. In key order, so that
+    concurrent batches sharing keys wait on each other instead of deadlocking; a key being
+    inserted by another transaction waits for it and then counts as not new."""
     rows = connection.exec_driver_sql(
         "INSERT INTO event_keys (idempotency_key, content_sha256, event_id, event_timestamp) "
-        "SELECT * FROM unnest(%(keys)s::text[], %(shas)s::text[], %(ids)s::text[], %(stamps)s::timestamptz[]) "
-        "ORDER BY 1 ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
-        {
-            "keys": [e.idempotency_key for e in events],
-            "shas": [e.content_sha256 for e in events],
-            "ids": list(ids),
-            "stamps": [e.timestamp for e in events],
-        },
+        "SELECT idempotency_key, content_sha256, id, timestamp FROM ingest_staging ORDER BY idempotency_key "
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key"
     )
     return {str(key) for (key,) in rows}
 
 
 def stored_keys(connection: Connection, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """idempotency key -> (content sha256, event id) of events stored earlier."""
+    """idempotency key -> (content sha256, event id) of events stored earlier. A statement
+    of its own: in READ COMMITTED it sees keys that a concurrent batch committed meanwhile."""
     rows = connection.exec_driver_sql(
         "SELECT idempotency_key, content_sha256, event_id FROM event_keys WHERE idempotency_key = ANY(%(keys)s)",
         {"keys": list(keys)},
@@ -81,34 +113,16 @@ def stored_keys(connection: Connection, keys: Sequence[str]) -> dict[str, tuple[
     return {str(key): (str(sha), str(event_id)) for key, sha, event_id in rows}
 
 
-def insert_events(
-    connection: Connection,
-    events: Sequence[UsageEvent],
-    ids: Sequence[str],
-    *,
-    job_id: int,
-    region: str,
-) -> None:
-    connection.exec_driver_sql(
-        "INSERT INTO events (id, customer_id, metric_key, value, timestamp, properties, idempotency_key, "
-        "content_sha256, region, ingest_job_id) "
-        "SELECT id, customer_id, metric_key, value, ts, props::jsonb, key, sha, %(region)s, %(job)s "
-        "FROM unnest(%(ids)s::text[], %(customers)s::text[], %(metrics)s::text[], %(values)s::numeric[], "
-        "%(stamps)s::timestamptz[], %(props)s::text[], %(keys)s::text[], %(shas)s::text[]) "
-        "AS e(id, customer_id, metric_key, value, ts, props, key, sha)",
-        {
-            "region": region,
-            "job": job_id,
-            "ids": list(ids),
-            "customers": [e.customer_id for e in events],
-            "metrics": [e.metric_key for e in events],
-            "values": [e.value for e in events],
-            "stamps": [e.timestamp for e in events],
-            "props": [canonical_json(e.properties).decode("utf-8") for e in events],
-            "keys": [e.idempotency_key for e in events],
-            "shas": [e.content_sha256 for e in events],
-        },
+def insert_staged_events(connection: Connection, *, job_id: int, region: str) -> int:
+    """Move the staged events whose keys this transaction claimed into events."""
+    result = connection.exec_driver_sql(
+        f"INSERT INTO events ({STAGING_COLUMNS}, region, ingest_job_id) "  # noqa: S608 - constant column list
+        "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, s.idempotency_key, "
+        "s.content_sha256, %(region)s, %(job)s FROM ingest_staging s "
+        "JOIN event_keys k ON k.idempotency_key = s.idempotency_key AND k.event_id = s.id",
+        {"region": region, "job": job_id},
     )
+    return int(result.rowcount)
 
 
 def page(

@@ -1,0 +1,317 @@
+"""Ingestion benchmark (`make bench-ingest`): events/s through the HTTP batch endpoint,
+single-event latency at 32 concurrent clients, and the same events written straight into
+the same tables with COPY + the same dedup, as a baseline measured in the same run.
+
+    python bench/ingest.py [--workers 2] [--threads 8] [--clients 4] [--batches 400]
+
+Prints one JSON object. Server, database and clients share this machine's cores, so the
+absolute numbers are lower bounds; the ratio to the baseline is the figure to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.adapters.postgres.embedded import create_database, drop_database, start_embedded  # noqa: E402
+from core.adapters.postgres.migrate import upgrade_to_head  # noqa: E402
+
+BATCH = 500
+BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+
+
+def events(prefix: str, count: int) -> list[dict]:
+    return [
+        {
+            "customer_id": f"cust_{n % 1000}",
+            "metric_key": "api_calls",
+            "value": n % 97 + 1,
+            "timestamp": (BASE + timedelta(milliseconds=n)).isoformat(),
+            "idempotency_key": f"{prefix}-{n}",
+            "properties": {"region": "eu-west-1", "route": f"/v1/r{n % 13}"},
+        }
+        for n in range(count)
+    ]
+
+
+def _connection(port: int) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+
+def batch_client(
+    port: int, secret: str, bodies: list[bytes], start: float, results: multiprocessing.Queue
+) -> None:
+    connection = _connection(port)
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    while time.time() < start:
+        time.sleep(0.001)
+    accepted = 0
+    for body in bodies:
+        connection.request("POST", "/v1/events/batch", body=body, headers=headers)
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+        assert response.status == 207, payload
+        accepted += payload["accepted"]
+    results.put((accepted, time.time()))
+
+
+def single_client(
+    port: int, secret: str, bodies: list[bytes], threads: int, results: multiprocessing.Queue
+) -> None:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_thread = len(bodies) // threads
+
+    def run(chunk: list[bytes]) -> None:
+        connection = _connection(port)
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        mine = []
+        for body in chunk:
+            started = time.perf_counter()
+            connection.request("POST", "/v1/events", body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            assert response.status == 202
+        with lock:
+            latencies.extend(mine)
+
+    workers = [
+        threading.Thread(target=run, args=(bodies[i * per_thread : (i + 1) * per_thread],))
+        for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    results.put(latencies)
+
+
+def server_rss(pid: int) -> dict[str, int]:
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+        return {f"{p.pid}": p.memory_info().rss for p in processes}
+    except psutil.NoSuchProcess:
+        return {}
+
+
+def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -> float:
+    """The same events, same tables, same dedup (event_keys ON CONFLICT), via COPY."""
+
+    def load(chunks: list[list[dict]]) -> None:
+        with psycopg.connect(url) as connection:
+            for chunk in chunks:
+                with connection.transaction():
+                    connection.execute(
+                        "CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    )
+                    with connection.cursor().copy(
+                        "COPY incoming (id, customer_id, metric_key, value, timestamp, properties, idempotency_key, content_sha256, region, ingest_job_id) FROM STDIN"
+                    ) as copy:
+                        for event in chunk:
+                            copy.write_row(
+                                (
+                                    uuid.uuid4().hex,
+                                    event["customer_id"],
+                                    event["metric_key"],
+                                    event["value"],
+                                    event["timestamp"],
+                                    json.dumps(event["properties"]),
+                                    event["idempotency_key"],
+                                    "0" * 64,
+                                    "bench",
+                                    0,
+                                )
+                            )
+                    connection.execute(
+                        "WITH new AS (INSERT INTO event_keys (idempotency_key, content_sha256, event_id, event_timestamp) "
+                        "SELECT idempotency_key, content_sha256, id, timestamp FROM incoming ORDER BY 1 ON CONFLICT DO NOTHING RETURNING idempotency_key) "
+                        "INSERT INTO events SELECT i.* FROM incoming i JOIN new USING (idempotency_key)"
+                    )
+
+    groups = [bodies_events[i::connections] for i in range(connections)]
+    started = time.perf_counter()
+    threads = [threading.Thread(target=load, args=(group,)) for group in groups]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--singles", type=int, default=6400)
+    args = parser.parse_args()
+
+    admin = os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".abaxus", database="postgres")
+    name = "abaxus_bench"
+    drop_database(admin, name)
+    create_database(admin, name)
+    url = (
+        admin.rsplit("/", 1)[0] + "/" + name
+        if "?" not in admin
+        else admin.replace("/postgres?", f"/{name}?")
+    )
+    upgrade_to_head(url)
+    os.environ["DATABASE_URL"] = url
+    secret = "abx_bench_" + uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "ABAXUS_BOOTSTRAP_KEY": secret,
+        "PORT": "18080",
+        "WORKERS": str(args.workers),
+        "THREADS": str(args.threads),
+        "ABAXUS_DEV_TICKS": "false",
+        "ABAXUS_LOG_LEVEL": "WARNING",
+        "ABAXUS_DB_POOL_SIZE": str(args.threads + 2),
+    }
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("INSERT INTO metrics (key) VALUES ('api_calls')")
+        connection.execute(
+            "INSERT INTO metric_versions (metric_key, version, name, unit, aggregation, effective_from) VALUES ('api_calls', 1, 'API calls', 'call', 'sum', '2020-01-01Z')"
+        )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "functions.cli", "dev"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                connection = _connection(18080)
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        # Pre-serialize every request body so the clients spend the timed window sending.
+        per_client = args.batches // args.clients
+        batch_events = [
+            events(f"b{c}-{b}", BATCH) for c in range(args.clients) for b in range(per_client)
+        ]
+        bodies = [json.dumps({"events": chunk}).encode() for chunk in batch_events]
+        rss_peaks: dict[str, int] = {}
+        stop_sampling = threading.Event()
+
+        def sample() -> None:
+            while not stop_sampling.is_set():
+                for pid, rss in server_rss(server.pid).items():
+                    rss_peaks[pid] = max(rss_peaks.get(pid, 0), rss)
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        results: multiprocessing.Queue = multiprocessing.Queue()
+        start = time.time() + 1.0
+        clients = [
+            multiprocessing.Process(
+                target=batch_client,
+                args=(18080, secret, bodies[c * per_client : (c + 1) * per_client], start, results),
+            )
+            for c in range(args.clients)
+        ]
+        for client in clients:
+            client.start()
+        finished = [results.get(timeout=600) for _ in clients]
+        for client in clients:
+            client.join()
+        batch_seconds = max(end for _, end in finished) - start
+        accepted = sum(n for n, _ in finished)
+
+        single_bodies = [json.dumps(event).encode() for event in events("single", args.singles)]
+        per = len(single_bodies) // 4
+        latency_queue: multiprocessing.Queue = multiprocessing.Queue()
+        single_started = time.perf_counter()
+        singles = [
+            multiprocessing.Process(
+                target=single_client,
+                args=(18080, secret, single_bodies[i * per : (i + 1) * per], 8, latency_queue),
+            )
+            for i in range(4)
+        ]
+        for process in singles:
+            process.start()
+        latencies = sorted(x for _ in singles for x in latency_queue.get(timeout=600))
+        for process in singles:
+            process.join()
+        single_seconds = time.perf_counter() - single_started
+        stop_sampling.set()
+        sampler.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    baseline_events = [
+        events(f"copy{c}-{b}", BATCH) for c in range(args.clients) for b in range(per_client)
+    ]
+    baseline_seconds = copy_baseline(url, baseline_events, args.clients)
+    baseline_rate = len(baseline_events) * BATCH / baseline_seconds
+    http_rate = accepted / batch_seconds
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000, 2)
+
+    print(
+        json.dumps(
+            {
+                "workers": args.workers,
+                "threads": args.threads,
+                "client_processes": args.clients,
+                "batch": {
+                    "events": accepted,
+                    "seconds": round(batch_seconds, 2),
+                    "events_per_second": round(http_rate),
+                },
+                "copy_baseline": {
+                    "events": len(baseline_events) * BATCH,
+                    "seconds": round(baseline_seconds, 2),
+                    "events_per_second": round(baseline_rate),
+                },
+                "ratio_http_to_copy": round(http_rate / baseline_rate, 3),
+                "single": {
+                    "requests": len(latencies),
+                    "concurrency": 32,
+                    "requests_per_second": round(len(latencies) / single_seconds),
+                    "p50_ms": pct(50),
+                    "p95_ms": pct(95),
+                    "p99_ms": pct(99),
+                    "mean_ms": round(statistics.mean(latencies) * 1000, 2),
+                },
+                "server_peak_rss_mib": {
+                    pid: round(rss / 2**20, 1) for pid, rss in sorted(rss_peaks.items())
+                },
+            },
+            indent=2,
+        )
+    )
+    drop_database(admin, name)
+
+
+if __name__ == "__main__":
+    main()
