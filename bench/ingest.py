@@ -30,8 +30,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.adapters.postgres.embedded import create_database, drop_database, start_embedded  # noqa: E402
-from core.adapters.postgres.migrate import upgrade_to_head  # noqa: E402
+from core.adapters.postgres.embedded import create_database, drop_database, start_embedded
+from core.adapters.postgres.migrate import upgrade_to_head
 
 BATCH = 500
 BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)

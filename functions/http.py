@@ -40,7 +40,7 @@ from core.observability import (
     http_requests,
     render_metrics,
 )
-from core.services import api_keys, cloudevents, health, idempotency
+from core.services import api_keys, cloudevents, health, idempotency, requests
 from core.services.caller import Caller
 
 log = logging.getLogger("abaxus.http")
@@ -264,7 +264,8 @@ class FunctionApp:
             return "unmatched", response
         route = self.routes[endpoint]
         try:
-            return route.rule, self._serve(route, request, dict(params), request_id)
+            with requests.request_transaction():
+                return route.rule, self._serve(route, request, dict(params), request_id)
         except errors.AbaxusError as error:
             return route.rule, self._problem(error, request_id)
 

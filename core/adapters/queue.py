@@ -231,7 +231,7 @@ def work(
         for job in claimed:
             handler = handlers[job.kind]
             try:
-                with database.transaction():
+                with database.savepoint():
                     handler(job)
             except RetryLater as retry:
                 outcome = _fail(connection, job, str(retry), now, retry.delay)

@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.adapters.postgres.database import get_database
 from core.adapters.postgres.migrate import current_revision, head_revision
+from core.domain.errors import Unavailable
 
 
 @functools.lru_cache(maxsize=1)
@@ -22,7 +23,7 @@ def readiness() -> tuple[bool, dict[str, str | None]]:
         with get_database().transaction() as connection:
             connection.execute(text("SELECT 1"))
             current = current_revision(connection)
-    except (SQLAlchemyError, RuntimeError) as error:
+    except (SQLAlchemyError, RuntimeError, Unavailable) as error:
         return False, {"database": "unreachable", "error": type(error).__name__, "schema": None}
     ok = current == head
     return ok, {

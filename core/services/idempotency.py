@@ -67,7 +67,7 @@ def run_once(
                 True,
             )
         try:
-            with database.transaction():  # a savepoint: a domain error undoes its writes
+            with database.savepoint():  # a domain error undoes its writes, the reply is kept
                 response = compute()
         except AbaxusError as error:
             response = render_error(error)

@@ -107,7 +107,9 @@ def ingest(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[Ou
     outcomes, firsts, repeats = _within_batch(parsed)
     database = get_database()
     if firsts:
-        rows.ensure_partitions(database.engine, month_starts(e.timestamp for _, e in firsts))
+        rows.ensure_partitions(
+            database.maintenance_engine, month_starts(e.timestamp for _, e in firsts)
+        )
         with database.transaction() as connection:
             active = rows.active_metrics(connection, {e.metric_key for _, e in firsts})
             known = []
@@ -234,5 +236,6 @@ def ensure_partitions_ahead(now: datetime | None = None, months_ahead: int = 2) 
     now = now or datetime.now(UTC)
     first = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     rows.ensure_partitions(
-        get_database().engine, {first + relativedelta(months=k) for k in range(months_ahead + 1)}
+        get_database().maintenance_engine,
+        {first + relativedelta(months=k) for k in range(months_ahead + 1)},
     )

@@ -3,11 +3,13 @@
 One `Database` per process, created lazily (functions-framework imports modules in the
 gunicorn master before forking, so nothing may connect at import time).
 
-`transaction()` is ambient: a transaction opened inside another on the same context joins
-it as a SAVEPOINT. That lets a service own its transaction boundary while the HTTP
-plumbing wraps a whole request in one outer transaction when an Idempotency-Key must be
-committed together with the request's effects. Work that must only happen once the data
-is durable (emitting a CloudEvent) is registered with `after_commit`.
+`transaction()` is ambient: opened inside another on the same context, it joins it. A
+service owns its transaction boundary when called alone, and the HTTP plumbing runs a
+whole request (authentication, handler, Idempotency-Key record) as one transaction, so a
+request commits entirely or not at all. `savepoint()` is for the few places that must
+undo part of a transaction and go on (an idempotent error reply, one failed queue job).
+Work that must only happen once the data is durable (emitting a CloudEvent) is registered
+with `after_commit`. A lost connection surfaces as `Unavailable` (503, retryable).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, create_engine, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from core.config import settings
 from core.domain.canonical import canonical_json
+from core.domain.errors import Unavailable
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -49,11 +54,15 @@ _current: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
 class Database:
     def __init__(self, database_url: str, *, pool_size: int, statement_timeout_ms: int) -> None:
         self.url = database_url
+        self._maintenance: Engine | None = None
         self.engine: Engine = create_engine(
             sqlalchemy_url(database_url),
             pool_size=pool_size,
             max_overflow=0,
-            pool_pre_ping=True,
+            # No pre-ping (a round trip per request): a connection found dead fails its
+            # request with 503 database_unavailable and the pool replaces it.
+            pool_pre_ping=False,
+            pool_recycle=1800,
             pool_timeout=30,
             # JSONB in and out without floats: Decimal stays exact both ways.
             json_serializer=lambda value: canonical_json(value).decode("utf-8"),
@@ -69,20 +78,49 @@ class Database:
     def transaction(self) -> Iterator[Connection]:
         current = _current.get()
         if current is not None and current.database is self:
-            with current.connection.begin_nested():
-                yield current.connection
+            yield current.connection
             return
         state: _Transaction
-        with self.engine.connect() as connection:
-            state = _Transaction(self, connection)
-            token = _current.set(state)
-            try:
-                with connection.begin():
-                    yield connection
-            finally:
-                _current.reset(token)
+        try:
+            with self.engine.connect() as connection:
+                state = _Transaction(self, connection)
+                token = _current.set(state)
+                try:
+                    with connection.begin():
+                        yield connection
+                finally:
+                    _current.reset(token)
+        except (OperationalError, InterfaceError) as error:
+            if (
+                isinstance(error, DBAPIError)
+                and not error.connection_invalidated
+                and _is_query_error(error)
+            ):
+                raise
+            raise Unavailable(
+                "the database is unavailable; retry", code="database_unavailable"
+            ) from error
         for callback in state.after_commit:
             callback()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Connection]:
+        """A nested part of the open transaction that can fail alone."""
+        current = _current.get()
+        if current is None or current.database is not self:
+            with self.transaction() as connection:
+                yield connection
+            return
+        with current.connection.begin_nested():
+            yield current.connection
+
+    @property
+    def maintenance_engine(self) -> Engine:
+        """Unpooled connections for rare DDL (event partitions), so that a request holding
+        its pooled connection never waits for a second one from the same pool."""
+        if self._maintenance is None:
+            self._maintenance = create_engine(sqlalchemy_url(self.url), poolclass=NullPool)
+        return self._maintenance
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the outermost transaction has committed (now, if none is open)."""
@@ -94,6 +132,14 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._maintenance is not None:
+            self._maintenance.dispose()
+
+
+def _is_query_error(error: DBAPIError) -> bool:
+    """Errors of a statement (a cancelled or timed-out query), not of the connection."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate is not None and not str(sqlstate).startswith("08")
 
 
 _database: Database | None = None

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from core.adapters.postgres.database import get_database
 from core.domain.events import UsageEvent
 
 _known_partitions: set[datetime] = set()
@@ -65,7 +66,9 @@ def _staging(connection: Connection) -> Any:
             "value numeric(20, 10), timestamp timestamptz, properties jsonb, idempotency_key text, "
             "content_sha256 text) ON COMMIT DELETE ROWS"
         )
-        connection.info["abaxus_staging"] = True
+        # Remembered only once committed: a rolled-back transaction takes the table with it.
+        info = connection.info
+        get_database().after_commit(lambda: info.__setitem__("abaxus_staging", True))
     return connection.connection.driver_connection
 
 
