@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format migrate unit integration contract e2e bench manifests clean
+.PHONY: run test lint format migrate unit integration contract e2e bench-ingest manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ contract: $(STAMP)
 	$(BIN)/pytest tests/contract
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+## bench-ingest: events/s through the batch endpoint, single-event latency, COPY baseline
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest.py
 
 ## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
 manifests: $(STAMP)

@@ -159,8 +159,8 @@ def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--singles", type=int, default=6400)
