@@ -21,7 +21,8 @@ APP = FunctionApp("ingest")
 
 @APP.route("/v1/events", ["POST"], scope=auth.SCOPE_EVENTS_WRITE)
 def post_event(request: Request) -> Reply:
-    (outcome,) = ingestion.ingest([request.json()])
+    grouped = request.raw.headers.get("Idempotency-Key") is None
+    outcome = ingestion.ingest_single(request.json(), grouped=grouped)
     if outcome.outcome == "conflict":
         raise errors.Conflict(outcome.detail or "idempotency conflict", code="idempotency_conflict")
     if outcome.outcome == "invalid":

@@ -18,7 +18,7 @@ from dateutil.relativedelta import relativedelta
 
 from core.adapters import queue
 from core.adapters.postgres import events as rows
-from core.adapters.postgres.database import get_database
+from core.adapters.postgres.database import Database, after_commit, get_database, get_group_database
 from core.config import settings
 from core.domain import event_types
 from core.domain.errors import FieldError, ValidationFailed
@@ -26,6 +26,7 @@ from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.pagination import decode_cursor, encode_cursor
 from core.observability import events_ingested, ingest_batch_size, ingest_duration
 from core.services import notify
+from core.services.group_commit import GroupCommit
 
 AGGREGATE_QUEUE = "aggregate"
 FOLD_JOB = "fold"
@@ -93,7 +94,9 @@ def _within_batch(
     return outcomes, list(firsts.values()), repeats
 
 
-def ingest(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[Outcome]:
+def ingest(
+    raw_events: Sequence[Any], *, now: datetime | None = None, database: Database | None = None
+) -> list[Outcome]:
     started = time.perf_counter()
     config = settings()
     now = now or datetime.now(UTC)
@@ -105,7 +108,7 @@ def ingest(raw_events: Sequence[Any], *, now: datetime | None = None) -> list[Ou
         for raw in raw_events
     ]
     outcomes, firsts, repeats = _within_batch(parsed)
-    database = get_database()
+    database = database or get_database()
     if firsts:
         rows.ensure_partitions(
             database.maintenance_engine, month_starts(e.timestamp for _, e in firsts)
@@ -183,7 +186,7 @@ def _store(
         moved = rows.insert_staged_events(connection, job_id=job_id, region=region)
         if moved != accepted:  # the invariant, checked before anything commits
             raise RuntimeError(f"ingest moved {moved} staged events, expected {accepted}")
-        get_database().after_commit(
+        after_commit(
             lambda: notify.emit_later(
                 event_types.EVENTS_INGESTED,
                 {"job_id": job_id},
@@ -191,6 +194,21 @@ def _store(
                 coalesce=True,
             )
         )
+
+
+_single_events = GroupCommit(lambda raws: ingest(raws, database=get_group_database()))
+
+
+def ingest_single(raw_event: Any, *, grouped: bool = True) -> Outcome:
+    """One event: grouped with concurrent single events of this process into one
+    transaction, or (grouped=False) in the caller's transaction — needed when something
+    else, like an Idempotency-Key record, must commit atomically with it."""
+    if not grouped:
+        (outcome,) = ingest([raw_event])
+        return outcome
+    outcome = _single_events.submit(raw_event)
+    assert isinstance(outcome, Outcome)
+    return outcome
 
 
 def list_events(

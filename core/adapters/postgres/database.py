@@ -142,7 +142,18 @@ def _is_query_error(error: DBAPIError) -> bool:
     return sqlstate is not None and not str(sqlstate).startswith("08")
 
 
+def after_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` once the transaction open on this context commits (now if none is)."""
+    current = _current.get()
+    if current is None:
+        callback()
+    else:
+        current.after_commit.append(callback)
+
+
 _database: Database | None = None
+_group_database: Database | None = None
+GROUP_POOL_SIZE = 2
 _lock = threading.Lock()
 
 
@@ -166,10 +177,28 @@ def get_database() -> Database:
     return _database
 
 
+def get_group_database() -> Database:
+    """A small pool of its own for group-committed writes: the requests waiting for a group
+    hold connections of the main pool, so the group's writer must not need one of those."""
+    global _group_database  # noqa: PLW0603
+    if _group_database is None:
+        with _lock:
+            if _group_database is None:
+                config = settings()
+                assert config.database_url
+                _group_database = Database(
+                    config.database_url,
+                    pool_size=GROUP_POOL_SIZE,
+                    statement_timeout_ms=config.abaxus_statement_timeout_ms,
+                )
+    return _group_database
+
+
 def reset_database() -> None:
-    """Drop the process's pool (tests switch databases; the dev server sets DATABASE_URL late)."""
-    global _database  # noqa: PLW0603
+    """Drop the process's pools (tests switch databases; the dev server sets DATABASE_URL late)."""
+    global _database, _group_database  # noqa: PLW0603
     with _lock:
-        if _database is not None:
-            _database.dispose()
-        _database = None
+        for database in (_database, _group_database):
+            if database is not None:
+                database.dispose()
+        _database = _group_database = None

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from core.adapters.postgres.database import get_database
+from core.adapters.postgres.database import after_commit
 from core.domain.events import UsageEvent
 
 _known_partitions: set[datetime] = set()
@@ -68,7 +68,7 @@ def _staging(connection: Connection) -> Any:
         )
         # Remembered only once committed: a rolled-back transaction takes the table with it.
         info = connection.info
-        get_database().after_commit(lambda: info.__setitem__("abaxus_staging", True))
+        after_commit(lambda: info.__setitem__("abaxus_staging", True))
     return connection.connection.driver_connection
 
 
