@@ -32,7 +32,7 @@ class CreateApiKey(BaseModel):
     ]
 
 
-@APP.route("/v1/api-keys", ["POST"])
+@APP.route("/v1/api-keys", ["POST"], body=CreateApiKey, status=201)
 def create_api_key(request: Request) -> Reply:
     body = validate(CreateApiKey, request.json())
     created = api_keys.create_key(request.require_caller(), name=body.name, scopes=body.scopes)
@@ -52,7 +52,7 @@ def revoke_api_key(request: Request) -> Reply:
 # -- metrics ----------------------------------------------------------------------------
 
 
-@APP.route("/v1/metrics", ["POST"])
+@APP.route("/v1/metrics", ["POST"], body=MetricDefinition, status=201)
 def create_metric(request: Request) -> Reply:
     definition = validate(MetricDefinition, request.json())
     return Reply(metrics.create_metric(request.require_caller(), definition), status=201)
@@ -68,7 +68,7 @@ def get_metric(request: Request) -> Reply:
     return Reply(metrics.get_metric(request.params["key"]))
 
 
-@APP.route("/v1/metrics/<key>/versions", ["POST"])
+@APP.route("/v1/metrics/<key>/versions", ["POST"], body=MetricVersionDefinition, status=201)
 def create_metric_version(request: Request) -> Reply:
     definition = validate(MetricVersionDefinition, request.json())
     return Reply(
@@ -88,7 +88,7 @@ class NewPlan(PlanVersionDefinition):
     code: PlanCode
 
 
-@APP.route("/v1/price-plans", ["POST"])
+@APP.route("/v1/price-plans", ["POST"], body=NewPlan, status=201)
 def create_plan(request: Request) -> Reply:
     body = validate(NewPlan, request.json())
     definition = PlanVersionDefinition.model_validate(body.model_dump(exclude={"code"}))
@@ -111,7 +111,7 @@ def get_plan(request: Request) -> Reply:
     return Reply(plans.get_plan(request.params["code"], int(raw) if raw else None))
 
 
-@APP.route("/v1/price-plans/<code>/versions", ["POST"])
+@APP.route("/v1/price-plans/<code>/versions", ["POST"], body=PlanVersionDefinition, status=201)
 def create_plan_version(request: Request) -> Reply:
     definition = validate(PlanVersionDefinition, request.json())
     return Reply(
@@ -127,7 +127,7 @@ def archive_plan(request: Request) -> Reply:
 # -- customers --------------------------------------------------------------------------
 
 
-@APP.route("/v1/customers", ["POST"])
+@APP.route("/v1/customers", ["POST"], body=NewCustomer, status=201)
 def create_customer(request: Request) -> Reply:
     return Reply(
         customers.create_customer(request.require_caller(), validate(NewCustomer, request.json())),
@@ -147,7 +147,7 @@ def get_customer(request: Request) -> Reply:
     return Reply(customers.get_customer(request.params["customer_id"]))
 
 
-@APP.route("/v1/customers/<customer_id>", ["PATCH"])
+@APP.route("/v1/customers/<customer_id>", ["PATCH"], body=CustomerFields, status=200)
 def change_customer(request: Request) -> Reply:
     fields = validate(CustomerFields, request.json())
     return Reply(
@@ -165,7 +165,7 @@ def archive_customer(request: Request) -> Reply:
 # -- subscriptions ----------------------------------------------------------------------
 
 
-@APP.route("/v1/subscriptions", ["POST"])
+@APP.route("/v1/subscriptions", ["POST"], body=NewSubscription, status=201)
 def create_subscription(request: Request) -> Reply:
     body = validate(NewSubscription, request.json())
     return Reply(subscriptions.create_subscription(request.require_caller(), body), status=201)
@@ -186,7 +186,7 @@ def get_subscription(request: Request) -> Reply:
     return Reply(subscriptions.get_subscription(request.params["subscription_id"]))
 
 
-@APP.route("/v1/subscriptions/<subscription_id>/cancel", ["POST"])
+@APP.route("/v1/subscriptions/<subscription_id>/cancel", ["POST"], body=Cancellation, status=200)
 def cancel_subscription(request: Request) -> Reply:
     body = validate(Cancellation, request.json() if request.body.strip() else {})
     return Reply(

@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from functions_framework._http.gunicorn import GunicornApplication
 
-from core.config import reload_settings, settings
+from core.config import PROJECT_ROOT, reload_settings, settings
 from core.logging import configure_logging
 from core.services import api_keys, audit, runtime
 from core.services.caller import SYSTEM
+from functions import openapi
 from functions.devserver import DevServer
 
 
@@ -97,6 +99,16 @@ def _banner(base_url: str, created: api_keys.CreatedKey | None) -> None:
     print("=" * width, *lines, "=" * width, sep="\n", flush=True)
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    text = openapi.render()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_logging(settings().abaxus_log_level)
     parser = argparse.ArgumentParser(prog="abaxus", description="ABAXUS usage-based billing")
@@ -119,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     audit_parser.add_parser("verify", help="verify the hash chain").set_defaults(
         run=cmd_audit_verify
     )
+    document = commands.add_parser("openapi", help="write the OpenAPI document")
+    document.add_argument("--output", default=str(PROJECT_ROOT / "docs" / "openapi.json"))
+    document.set_defaults(run=cmd_openapi)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -22,6 +22,7 @@ from typing import Any
 import flask
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import from_http
+from pydantic import BaseModel
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import Map, Rule
@@ -147,6 +148,10 @@ class Route:
     methods: tuple[str, ...]
     handler: RouteHandler
     scope: str | None
+    # For the OpenAPI document (functions/openapi.py): what the body is, what success is.
+    body: type[BaseModel] | dict[str, Any] | None = None
+    status: int = 200
+    implemented: bool = True
 
 
 class FunctionApp:
@@ -159,9 +164,17 @@ class FunctionApp:
     # -- declaration -------------------------------------------------------------------
 
     def route(
-        self, rule: str, methods: Sequence[str] = ("GET",), *, scope: Any = DEFAULT_SCOPE
+        self,
+        rule: str,
+        methods: Sequence[str] = ("GET",),
+        *,
+        scope: Any = DEFAULT_SCOPE,
+        body: type[BaseModel] | dict[str, Any] | None = None,
+        status: int = 200,
+        implemented: bool = True,
     ) -> Callable[[RouteHandler], RouteHandler]:
-        """Declare a route. The default scope is `read` for GET and `admin` otherwise."""
+        """Declare a route. The default scope is `read` for GET and `admin` otherwise;
+        `body` and `status` describe it in the OpenAPI document."""
 
         def register(handler: RouteHandler) -> RouteHandler:
             for method in methods:
@@ -169,7 +182,9 @@ class FunctionApp:
                 if needed is DEFAULT_SCOPE:
                     needed = auth.SCOPE_READ if method == "GET" else auth.SCOPE_ADMIN
                 endpoint = f"{method} {rule}"
-                self.routes[endpoint] = Route(rule, (method,), handler, needed)
+                self.routes[endpoint] = Route(
+                    rule, (method,), handler, needed, body, status, implemented
+                )
                 self._map.add(Rule(rule, methods=[method], endpoint=endpoint))
             return handler
 
@@ -183,7 +198,7 @@ class FunctionApp:
                 f"{request.raw.method} {rule} is not implemented yet ({issue})"
             )
 
-        self.route(rule, methods)(handler)
+        self.route(rule, methods, status=501, implemented=False)(handler)
 
     def on_event(
         self, *types: str

@@ -11,7 +11,7 @@ import functions_framework
 
 from core import auth
 from core.domain import errors, event_types
-from core.domain.events import BATCH_EVENTS_MAX, RFC3339
+from core.domain.events import BATCH_EVENTS_MAX, EVENT_SCHEMA, RFC3339
 from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
 from functions.http import FunctionApp, Reply, Request, list_reply
@@ -19,7 +19,7 @@ from functions.http import FunctionApp, Reply, Request, list_reply
 APP = FunctionApp("ingest")
 
 
-@APP.route("/v1/events", ["POST"], scope=auth.SCOPE_EVENTS_WRITE)
+@APP.route("/v1/events", ["POST"], scope=auth.SCOPE_EVENTS_WRITE, body=EVENT_SCHEMA, status=202)
 def post_event(request: Request) -> Reply:
     grouped = request.raw.headers.get("Idempotency-Key") is None
     outcome = ingestion.ingest_single(request.json(), grouped=grouped)
@@ -37,7 +37,25 @@ def post_event(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/events/batch", ["POST"], scope=auth.SCOPE_EVENTS_WRITE)
+@APP.route(
+    "/v1/events/batch",
+    ["POST"],
+    scope=auth.SCOPE_EVENTS_WRITE,
+    body={
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": BATCH_EVENTS_MAX,
+                "items": EVENT_SCHEMA,
+            }
+        },
+    },
+    status=207,
+)
 def post_batch(request: Request) -> Reply:
     body = request.json()
     if (

@@ -36,6 +36,34 @@ METRIC_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 PSEUDONYM_PREFIX = "hmac-sha256:"
 
 
+# The shape of an event as the OpenAPI document states it (validation is parse_event).
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["customer_id", "metric_key", "timestamp", "idempotency_key"],
+    "additionalProperties": False,
+    "properties": {
+        "customer_id": {"type": "string", "pattern": CUSTOMER_ID.pattern},
+        "metric_key": {"type": "string", "pattern": METRIC_KEY.pattern},
+        "value": {
+            "type": ["number", "string"],
+            "default": 1,
+            "description": "exact decimal, at most 10 decimals, |value| < 10^10",
+        },
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset; at most 5 minutes in the future",
+        },
+        "idempotency_key": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": IDEMPOTENCY_KEY_CHARS_MAX,
+        },
+        "properties": {"type": "object", "description": "at most 100 keys, 3 levels, 8 KiB"},
+    },
+}
+
+
 @dataclass(frozen=True)
 class UsageEvent:
     customer_id: str
