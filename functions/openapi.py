@@ -49,11 +49,17 @@ def _schema(body: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
     return body.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
+def _operation_id(function: str, method: str, route: Any) -> str:
+    if route.implemented:
+        return f"{function}.{route.handler.__name__}"
+    slug = re.sub(r"[^a-z0-9]+", "_", route.rule.lower()).strip("_")
+    return f"{function}.{method.lower()}_{slug}"
+
+
 def _operation(function: str, method: str, route: Any, schemas: dict[str, Any]) -> dict[str, Any]:
     doc = (route.handler.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     operation: dict[str, Any] = {
-        "operationId": f"{function}.{route.handler.__name__}"
-        + ("" if route.implemented else f".{method.lower()}"),
+        "operationId": _operation_id(function, method, route),
         "summary": doc or route.handler.__name__.replace("_", " "),
         "tags": [function],
         "x-abaxus-function": function,
