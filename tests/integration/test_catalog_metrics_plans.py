@@ -3,43 +3,10 @@
 import psycopg
 import pytest
 
+from tests.fixtures.samples import API_EXAMPLE_CHARGES
 from tests.integration.catalog_client import METRIC, PLAN, Api
 
-ALL_MODELS = [
-    {"metric_key": "api_calls", "model": "per_unit", "unit_price": "0.001"},
-    {
-        "metric_key": "storage_gb",
-        "model": "tiered",
-        "tiers": [
-            {"up_to": "1000", "unit_price": "0.10", "flat_fee": "0"},
-            {"up_to": None, "unit_price": "0.05"},
-        ],
-    },
-    {
-        "metric_key": "seats",
-        "model": "volume",
-        "tiers": [{"up_to": "10", "unit_price": "12"}, {"up_to": None, "unit_price": "9"}],
-    },
-    {
-        "metric_key": "emails",
-        "model": "package",
-        "package_size": "1000",
-        "package_price": "5.00",
-        "free_units": "0",
-    },
-    {"model": "flat_fee", "name": "Platform fee", "amount": "99.00"},
-    {
-        "metric_key": "compute_seconds",
-        "model": "matrix",
-        "prices": [{"match": {"region": "us", "tier": "gpu"}, "unit_price": "0.002"}],
-        "default_unit_price": "0.001",
-    },
-    {
-        "metric_key": "tokens",
-        "model": "custom_formula",
-        "formula": "max(0, quantity - 1000000) * 0.000002 + 10",
-    },
-]
+ALL_MODELS = API_EXAMPLE_CHARGES
 
 
 @pytest.fixture

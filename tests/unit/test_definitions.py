@@ -13,6 +13,7 @@ from core.domain.pricing.charges import (
     PlanVersionDefinition,
     apply_overrides,
 )
+from tests.fixtures.samples import API_EXAMPLE_CHARGES
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -173,41 +174,7 @@ def test_metric_aggregation_parameters_are_checked():
 
 
 def test_all_seven_models_validate_as_in_the_api_example():
-    plan = _plan(
-        {"metric_key": "api_calls", "model": "per_unit", "unit_price": "0.001"},
-        {
-            "metric_key": "storage_gb",
-            "model": "tiered",
-            "tiers": [
-                {"up_to": "1000", "unit_price": "0.10", "flat_fee": "0"},
-                {"up_to": None, "unit_price": "0.05"},
-            ],
-        },
-        {
-            "metric_key": "seats",
-            "model": "volume",
-            "tiers": [{"up_to": "10", "unit_price": "12"}, {"up_to": None, "unit_price": "9"}],
-        },
-        {
-            "metric_key": "emails",
-            "model": "package",
-            "package_size": "1000",
-            "package_price": "5.00",
-            "free_units": "0",
-        },
-        {"model": "flat_fee", "name": "Platform fee", "amount": "99.00"},
-        {
-            "metric_key": "compute_seconds",
-            "model": "matrix",
-            "prices": [{"match": {"region": "us", "tier": "gpu"}, "unit_price": "0.002"}],
-            "default_unit_price": "0.001",
-        },
-        {
-            "metric_key": "tokens",
-            "model": "custom_formula",
-            "formula": "max(0, quantity - 1000000) * 0.000002 + 10",
-        },
-    )
+    plan = _plan(*API_EXAMPLE_CHARGES)
     assert [c.model for c in plan.charges] == [
         "per_unit",
         "tiered",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -38,3 +39,11 @@ def change(connection: Connection, customer_id: str, values: dict[str, Any]) -> 
 
 def page(connection: Connection, *, after: str | None, limit: int) -> list[dict[str, Any]]:
     return keyset_page(connection, select(customers), customers.c.id, after=after, limit=limit)
+
+
+def archive(connection: Connection, customer_id: str, at: datetime) -> None:
+    connection.execute(
+        update(customers)
+        .where(customers.c.id == customer_id, customers.c.archived_at.is_(None))
+        .values(archived_at=at, updated_at=at)
+    )

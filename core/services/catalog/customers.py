@@ -12,6 +12,7 @@ from core.domain.errors import Conflict, NotFound
 from core.domain.validation import validated
 from core.services import audit
 from core.services.caller import Caller
+from core.services.catalog.archiving import archive
 from core.services.listing import paginate
 
 
@@ -68,23 +69,21 @@ def change_customer(caller: Caller, customer_id: str, fields: CustomerFields) ->
 
 
 def archive_customer(caller: Caller, customer_id: str) -> dict[str, Any]:
-    with get_database().transaction() as connection:
-        before = rows.get(connection, customer_id, lock=True)
-        if before is None:
-            raise NotFound(f"no customer {customer_id!r}")
-        if before["archived_at"] is not None:
-            return before
-        now = datetime.now(UTC)
-        after = rows.change(connection, customer_id, {"archived_at": now, "updated_at": now})
-        audit.record(
-            connection,
-            caller,
-            action="customer.archived",
-            entity="customer",
-            entity_id=customer_id,
-            state=after,
-        )
-    return after
+    return archive(
+        caller,
+        entity="customer",
+        entity_id=customer_id,
+        lock=lambda connection: rows.get(connection, customer_id, lock=True),
+        mark=lambda connection, at: rows.archive(connection, customer_id, at),
+        load=lambda connection: _existing(connection, customer_id),
+    )
+
+
+def _existing(connection: Any, customer_id: str) -> dict[str, Any]:
+    row = rows.get(connection, customer_id)
+    if row is None:
+        raise NotFound(f"no customer {customer_id!r}")
+    return row
 
 
 def get_customer(customer_id: str) -> dict[str, Any]:

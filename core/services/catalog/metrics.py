@@ -13,6 +13,7 @@ from core.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition, effective_to
 from core.services import audit
 from core.services.caller import Caller
+from core.services.catalog.archiving import archive
 from core.services.listing import paginate
 
 VERSION_FIELDS = (
@@ -132,24 +133,14 @@ def add_version(caller: Caller, key: str, definition: MetricVersionDefinition) -
 
 
 def archive_metric(caller: Caller, key: str) -> dict[str, Any]:
-    with get_database().transaction() as connection:
-        metric = rows.lock(connection, key)
-        if metric is None:
-            raise NotFound(f"no metric {key!r}")
-        if metric["archived_at"] is None:
-            rows.archive(connection, key, datetime.now(UTC))
-            result = _load(connection, key)
-            audit.record(
-                connection,
-                caller,
-                action="metric.archived",
-                entity="metric",
-                entity_id=key,
-                state=result,
-            )
-        else:
-            result = _load(connection, key)
-    return result
+    return archive(
+        caller,
+        entity="metric",
+        entity_id=key,
+        lock=lambda connection: rows.lock(connection, key),
+        mark=lambda connection, at: rows.archive(connection, key, at),
+        load=lambda connection: _load(connection, key),
+    )
 
 
 def get_metric(key: str) -> dict[str, Any]:

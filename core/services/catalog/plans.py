@@ -3,7 +3,6 @@ a new version never changes what existing subscriptions pay."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from core.adapters.postgres import plans as rows
@@ -14,6 +13,7 @@ from core.domain.money import minor_units
 from core.domain.pricing.charges import CHARGE_ADAPTER, Matrix, PlanVersionDefinition
 from core.services import audit
 from core.services.caller import Caller
+from core.services.catalog.archiving import archive
 from core.services.catalog.metrics import check_usable
 from core.services.listing import paginate
 
@@ -131,24 +131,14 @@ def add_version(caller: Caller, code: str, definition: PlanVersionDefinition) ->
 
 
 def archive_plan(caller: Caller, code: str) -> dict[str, Any]:
-    with get_database().transaction() as connection:
-        plan = rows.lock(connection, code)
-        if plan is None:
-            raise NotFound(f"no price plan {code!r}")
-        if plan["archived_at"] is None:
-            rows.archive(connection, code, datetime.now(UTC))
-            result = _load(connection, code, None)
-            audit.record(
-                connection,
-                caller,
-                action="price_plan.archived",
-                entity="price_plan",
-                entity_id=code,
-                state=result,
-            )
-        else:
-            result = _load(connection, code, None)
-    return result
+    return archive(
+        caller,
+        entity="price_plan",
+        entity_id=code,
+        lock=lambda connection: rows.lock(connection, code),
+        mark=lambda connection, at: rows.archive(connection, code, at),
+        load=lambda connection: _load(connection, code, None),
+    )
 
 
 def get_plan(code: str, version: int | None = None) -> dict[str, Any]:
