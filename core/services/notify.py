@@ -13,7 +13,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,6 @@ _pending: queue.Queue[_Note] = queue.Queue(maxsize=PENDING_MAX)
 _sender: threading.Thread | None = None
 _bus: Bus | None = None
 _lock = threading.Lock()
-_busy = threading.Event()
 
 
 def bus() -> Bus:
@@ -55,12 +53,6 @@ def bus() -> Bus:
     return _bus
 
 
-def reset() -> None:
-    """Forget the bus (tests and the dev server change K_SINK)."""
-    global _bus  # noqa: PLW0603
-    _bus = None
-
-
 def coalesced(notes: list[_Note]) -> list[_Note]:
     """Keep every plain note; of coalescible ones, only the newest per (type, subject)."""
     newest = {(n.type, n.subject): index for index, n in enumerate(notes) if n.coalesce}
@@ -72,7 +64,6 @@ def coalesced(notes: list[_Note]) -> list[_Note]:
 def _send_forever() -> None:
     while True:
         notes = [_pending.get()]
-        _busy.set()
         while True:
             try:
                 notes.append(_pending.get_nowait())
@@ -86,7 +77,6 @@ def _send_forever() -> None:
         skipped = len(notes) - len(coalesced(notes))
         if skipped:
             cloudevents_emitted.labels(notes[0].type, "coalesced").inc(skipped)
-        _busy.clear()
 
 
 def emit_later(
@@ -110,11 +100,3 @@ def emit_later(
         log.warning(
             "notification queue full; the next tick will find the work", extra={"ce_type": type_}
         )
-
-
-def drain(timeout_seconds: float = 5.0) -> bool:
-    """Wait until every queued notification was handed to the bus (tests, shutdown)."""
-    deadline = time.monotonic() + timeout_seconds
-    while (not _pending.empty() or _busy.is_set()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return _pending.empty() and not _busy.is_set()

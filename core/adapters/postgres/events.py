@@ -31,20 +31,6 @@ def ensure_partitions(engine: Engine, months: set[datetime]) -> None:
             _known_partitions.add(month)
 
 
-def forget_partitions() -> None:
-    """Tests that drop databases call this; the cache is otherwise valid for the process."""
-    _known_partitions.clear()
-
-
-def partitions(connection: Connection) -> list[str]:
-    rows = connection.execute(
-        text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass ORDER BY 1"
-        )
-    )
-    return [str(name) for name in rows.scalars()]
-
-
 def active_metrics(connection: Connection, keys: set[str]) -> set[str]:
     rows = connection.exec_driver_sql(
         "SELECT key FROM metrics WHERE key = ANY(%(keys)s) AND archived_at IS NULL",
