@@ -81,6 +81,7 @@ class Invalid:
     code: str
     detail: str
     errors: tuple[FieldError, ...]
+    idempotency_key: str | None = None  # when it was readable, so producers can correlate
 
 
 class _Reject(Exception):
@@ -237,6 +238,7 @@ def parse_event(
     pseudonym_secret: bytes = b"",
 ) -> UsageEvent | Invalid:
     """One client event to a UsageEvent, or the first reason it is not one."""
+    key: str | None = None
     try:
         if not isinstance(raw, dict):
             raise _Reject("validation_error", "event", "must be a JSON object")
@@ -257,6 +259,7 @@ def parse_event(
             reject.code,
             f"{reject.field} {reject.message}",
             (FieldError((reject.field,), reject.message),),
+            key,
         )
     digest = content_sha256(customer_id, metric_key, value, timestamp, properties_json)
     return UsageEvent(

@@ -75,7 +75,12 @@ def _within_batch(
     for index, item in enumerate(parsed):
         if isinstance(item, Invalid):
             outcomes[index] = Outcome(
-                index, "invalid", code=item.code, detail=item.detail, errors=item.errors
+                index,
+                "invalid",
+                item.idempotency_key,
+                code=item.code,
+                detail=item.detail,
+                errors=item.errors,
             )
         elif item.idempotency_key in firsts:
             first_index, first = firsts[item.idempotency_key]

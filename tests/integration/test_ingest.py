@@ -125,6 +125,7 @@ def test_a_mixed_batch_answers_in_order_and_stores_only_what_is_valid(ingest, db
         body["results"][1]["code"] == "invalid_value"
         and body["results"][7]["code"] == "unknown_metric"
     )
+    assert body["results"][1]["idempotency_key"] == "bad"  # echoed when readable
     assert body["results"][5]["id"] == body["results"][0]["id"]
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 2, 4)
     assert [k for k, _, _ in _stored(db)] == ["a", "b", "old"]
