@@ -14,11 +14,11 @@ from core.domain.errors import FieldError, ValidationFailed
 from core.domain.fields import PlanCode
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition
 from core.domain.pricing.charges import PlanVersionDefinition
-from core.services import api_keys, audit
+from core.services import api_keys, audit, dead_letters
 from core.services.catalog import customers, metrics, plans, subscriptions
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
-APP = FunctionApp("api")
+APP = FunctionApp("api", dead_letter_sink=True)
 
 
 # -- API keys ---------------------------------------------------------------------------
@@ -194,6 +194,18 @@ def cancel_subscription(request: Request) -> Reply:
             request.require_caller(), request.params["subscription_id"], body
         )
     )
+
+
+# -- dead letters -----------------------------------------------------------------------
+
+
+@APP.route("/v1/dead-letters")
+def list_dead_letters(request: Request) -> Reply:
+    """CloudEvents the broker could not deliver, kept as received, with why."""
+    page = dead_letters.list_dead_letters(
+        ce_type=request.query("type"), cursor=request.query("cursor"), limit=request.limit()
+    )
+    return list_reply(*page)
 
 
 # -- audit ------------------------------------------------------------------------------

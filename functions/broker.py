@@ -19,6 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import requests
 from cloudevents.http import from_http
@@ -33,6 +34,7 @@ QUEUE = "broker"
 DELIVERY_TIMEOUT_DEFAULT = timedelta(seconds=60)
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
 IDLE_POLL_SECONDS = 0.5
+DEAD_LETTER_DATA_BYTES_MAX = 1024
 
 
 def is_cloudevent(headers: Mapping[str, str]) -> bool:
@@ -135,10 +137,19 @@ class LocalBroker:
                 timeout=timeout,
             )
         except requests.RequestException as error:
+            if job.attempts + 1 >= job.max_attempts:
+                self._to_dead_letter(
+                    subscription, payload, code="unreachable", data=str(error).encode()
+                )
             raise RetryLater(
                 f"delivery to {subscription.function} failed: {error}", retry_delay
             ) from error
         outcome = classify(response.status_code, response.headers, response.content)
+        last_attempt = job.attempts + 1 >= job.max_attempts
+        if outcome == "failed" or (outcome == "retry" and last_attempt):
+            self._to_dead_letter(
+                subscription, payload, code=str(response.status_code), data=response.content
+            )
         log.info(
             "delivery",
             extra={
@@ -158,6 +169,37 @@ class LocalBroker:
             raise GiveUp(
                 f"{subscription.function} answered {response.status_code}: {response.text[:500]}"
             )
+
+    def _to_dead_letter(
+        self, subscription: Subscription, payload: dict[str, Any], *, code: str, data: bytes
+    ) -> None:
+        """Knative's dead-letter delivery: the event as received, plus why it failed."""
+        target = subscription.delivery.dead_letter
+        if target is None:
+            return  # no sink: the event stays in the jobs table as a dead job
+        service, path = target
+        function = self.topology.functions_by_service[service]
+        url = self.function_url(function).rstrip("/") + path
+        headers = dict(payload["headers"])
+        binary = any(name.lower() == "ce-specversion" for name in headers)
+        why = {
+            "knativeerrordest": self.function_url(subscription.function),
+            "knativeerrorcode": code,
+            "knativeerrordata": base64.b64encode(data[:DEAD_LETTER_DATA_BYTES_MAX]).decode(),
+        }
+        # Binary mode carries them as extensions; structured mode (left byte-identical)
+        # as headers the sink also reads.
+        headers.update({(f"ce-{k}" if binary else f"X-Abaxus-{k}"): v for k, v in why.items()})
+        body = base64.b64decode(payload["body"])
+        response = self._session().post(url, headers=headers, data=body, timeout=30)
+        if not 200 <= response.status_code < 300:
+            raise RetryLater(
+                f"dead-letter sink answered {response.status_code}", timedelta(seconds=5)
+            )
+        log.error(
+            "event dead-lettered",
+            extra={"ce_id": payload["ce_id"], "trigger": subscription.trigger, "code": code},
+        )
 
     def run_deliveries_once(self, limit: int = 10) -> int:
         return jobs.work(QUEUE, {"deliver": self.deliver}, limit=limit).claimed

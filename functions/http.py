@@ -41,7 +41,7 @@ from core.observability import (
     http_requests,
     render_metrics,
 )
-from core.services import api_keys, cloudevents, health, idempotency, requests
+from core.services import api_keys, cloudevents, dead_letters, health, idempotency, requests
 from core.services.caller import Caller
 
 log = logging.getLogger("abaxus.http")
@@ -154,9 +154,14 @@ class Route:
     implemented: bool = True
 
 
+DEAD_LETTER_PATH = "/dead-letters"
+
+
 class FunctionApp:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, dead_letter_sink: bool = False) -> None:
         self.name = name
+        # Serves POST /dead-letters: the Broker's deadLetterSink (cluster-local, any type).
+        self.dead_letter_sink = dead_letter_sink
         self.routes: dict[str, Route] = {}
         self.event_handlers: dict[str, cloudevents.EventHandler] = {}
         self._map = Map(strict_slashes=False, merge_slashes=False)
@@ -258,12 +263,16 @@ class FunctionApp:
             )
         return response
 
-    def _dispatch(self, request: flask.Request, request_id: str) -> tuple[str, flask.Response]:
+    def _dispatch(  # noqa: PLR0911 - one early answer per kind of path
+        self, request: flask.Request, request_id: str
+    ) -> tuple[str, flask.Response]:
         path = request.path
         if path in {"/healthz", "/readyz", "/metrics"} and request.method in {"GET", "HEAD"}:
             return path, self._operational(path)
         if path == "/" and request.method == "POST":
             return "cloudevent", self._cloudevent(request, request_id)
+        if path == DEAD_LETTER_PATH and request.method == "POST" and self.dead_letter_sink:
+            return "dead-letter", self._dead_letter(request, request_id)
         try:
             endpoint, params = self._map.bind("localhost").match(path, method=request.method)
         except RouteNotFound:
@@ -411,6 +420,34 @@ class FunctionApp:
             return self._problem(error, request_id)
         cloudevents_received.labels(self.name, type_, "handled" if first else "duplicate").inc()
         # Knative: an empty 202 is an acknowledgement; a non-empty non-CloudEvent 2xx is not.
+        return flask.Response(status=202)
+
+    def _dead_letter(self, request: flask.Request, request_id: str) -> flask.Response:
+        """Keep an undeliverable CloudEvent exactly as received, whatever its type."""
+        body = _read_body(request)
+        headers = dict(request.headers)
+        try:
+            attributes = dict(from_http(headers, body).get_attributes())
+        except CloudEventError as error:
+            return self._problem(
+                errors.MalformedRequest(
+                    f"not a valid CloudEvent: {error}", code="invalid_cloudevent"
+                ),
+                request_id,
+            )
+        for name in ("knativeerrordest", "knativeerrorcode", "knativeerrordata"):
+            # The local broker passes these as headers when the event is in structured mode.
+            attributes.setdefault(name, request.headers.get(f"X-Abaxus-{name}"))
+        first = dead_letters.keep(attributes, headers, body)
+        log.error(
+            "dead letter kept",
+            extra={
+                "ce_id": attributes["id"],
+                "ce_type": attributes["type"],
+                "first": first,
+                "error_code": attributes.get("knativeerrorcode"),
+            },
+        )
         return flask.Response(status=202)
 
     def _problem(

@@ -12,6 +12,7 @@ ROUTE_OWNERS: dict[str, str] = {
     "/v1/customers": "api",
     "/v1/subscriptions": "api",
     "/v1/audit": "api",
+    "/v1/dead-letters": "api",
     "/v1/stats": "api",
     "/dashboard": "api",
     "/v1/events": "ingest",

@@ -34,6 +34,8 @@ class Delivery:
     backoff_policy: str = "exponential"
     backoff_delay: timedelta = timedelta(seconds=0.2)
     timeout: timedelta | None = None
+    # deadLetterSink as (Knative Service name, path); None: undeliverable events stay dead jobs
+    dead_letter: tuple[str, str] | None = None
 
     def delay(self, retry_number: int) -> timedelta:
         """Knative's schedule: linear = delay * n, exponential = delay * 2^n."""
@@ -53,6 +55,9 @@ class Delivery:
             if "backoffDelay" in spec
             else base.backoff_delay,
             timeout=parse_duration(spec["timeout"]) if "timeout" in spec else base.timeout,
+            dead_letter=_dead_letter(spec["deadLetterSink"])
+            if "deadLetterSink" in spec
+            else base.dead_letter,
         )
 
 
@@ -61,6 +66,13 @@ ATTRIBUTE_DIALECTS: dict[str, Callable[[str, str], bool]] = {
     "prefix": str.startswith,
     "suffix": str.endswith,
 }
+
+
+def _dead_letter(sink: Mapping[str, Any]) -> tuple[str, str]:
+    ref = sink.get("ref") or {}
+    if ref.get("kind") != "Service":
+        raise ValueError(f"the local broker delivers dead letters to a Service ref, not {sink}")
+    return str(ref["name"]), str(sink.get("uri", "/"))
 
 
 def _dialect_matches(dialect: str, value: Any, attributes: Mapping[str, str]) -> bool:
@@ -146,6 +158,13 @@ def load_topology(knative_dir: Path) -> Topology:
     for document in documents:
         by_kind.setdefault(document["kind"], []).append(document)
     services = {s["metadata"]["name"]: _target_of(s) for s in by_kind.get("Service", [])}
+    for document in by_kind.get("Broker", []) + by_kind.get("Trigger", []):
+        sink = (document.get("spec", {}).get("delivery") or {}).get("deadLetterSink")
+        if sink is not None and _dead_letter(sink)[0] not in services:
+            raise ValueError(
+                f"{document['kind']} {document['metadata']['name']} "
+                "dead-letters to an unknown Service"
+            )
     brokers = {
         b["metadata"]["name"]: Delivery.parse(b.get("spec", {}).get("delivery"))
         for b in by_kind.get("Broker", [])

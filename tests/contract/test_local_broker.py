@@ -1,6 +1,7 @@
 """The local broker: routes by the Trigger manifests, delivers over real HTTP, retries and
 gives up exactly as Knative's broker does."""
 
+import base64
 from datetime import UTC, datetime
 
 import pytest
@@ -176,4 +177,71 @@ def test_an_undeliverable_event_ends_dead_and_kept_after_its_retries(scripted):
         broker.run_deliveries_once()
     (job,) = _jobs()
     assert (job.status, job.attempts) == ("dead", 6)  # Broker retry: 5 -> 6 attempts
-    assert len(recorder.received) == 6
+    assert len(recorder.received) == 7  # 6 attempts, then the dead-letter sink
+    headers, body = recorder.received[-1]
+    assert (headers["Ce-Knativeerrorcode"], headers["Ce-Id"], body) == (
+        "503",
+        "e1",
+        recorder.received[0][1],
+    )
+
+
+def test_a_final_4xx_is_dead_lettered_at_once_with_why(scripted):
+    broker, recorder = scripted
+    recorder.answers = [(400, {}, b"bad event")]
+    _publish_tick(broker)
+    broker.run_deliveries_once()
+    assert len(recorder.received) == 2
+    headers, _ = recorder.received[1]
+    assert headers["Ce-Knativeerrorcode"] == "400"
+    assert base64.b64decode(headers["Ce-Knativeerrordata"]) == b"bad event"
+
+
+def test_refused_usage_is_dead_lettered_kept_and_listed(dev_server, db):
+    base_url, server = dev_server
+    from core.domain.metrics import MetricDefinition
+    from core.services import api_keys
+    from core.services.caller import SYSTEM
+    from core.services.catalog import metrics
+
+    metrics.create_metric(
+        SYSTEM,
+        MetricDefinition.model_validate(
+            {
+                "key": "api_calls",
+                "name": "n",
+                "aggregation": "sum",
+                "effective_from": "2020-01-01T00:00:00Z",
+            }
+        ),
+    )
+    usage = CloudEvent(
+        {
+            "type": "dev.abaxus.usage.reported.v1",
+            "source": "/svc/gw",
+            "id": "bad-1",
+            "datacontenttype": "application/json",
+        },
+        {
+            "customer_id": "c1",
+            "metric_key": "api_calls",
+            "value": "NaN",
+            "timestamp": "2026-01-01T00:00:00Z",
+        },
+    )
+    headers, body = to_structured(usage)
+    assert (
+        requests.post(base_url + "/_broker", headers=headers, data=body, timeout=10).status_code
+        == 202
+    )
+    _drain(server.broker)
+    assert [(j.trigger, j.status) for j in _jobs()] == [("ingest-usage-reported", "dead")]
+    reader = api_keys.create_key(SYSTEM, name="r", scopes=["read"]).secret
+    listed = requests.get(
+        base_url + "/v1/dead-letters", headers={"Authorization": f"Bearer {reader}"}, timeout=10
+    ).json()["data"]
+    assert [(d["ce_id"], d["ce_type"], d["error_code"]) for d in listed] == [
+        ("bad-1", "dev.abaxus.usage.reported.v1", "422")
+    ]
+    assert base64.b64decode(listed[0]["body_base64"]) == body  # kept byte for byte
+    assert "invalid_value" in base64.b64decode(listed[0]["error_data"]).decode()

@@ -204,3 +204,18 @@ events = Table(
     Column("region", Text, nullable=False),
     Column("ingest_job_id", BigInteger, nullable=False),
 )
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("ce_id", Text, nullable=False),
+    Column("ce_source", Text, nullable=False),
+    Column("ce_type", Text, nullable=False),
+    Column("error_dest", Text),
+    Column("error_code", Text),
+    Column("error_data", Text),
+    Column("headers", JSONB, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+)
