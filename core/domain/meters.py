@@ -20,6 +20,7 @@ Definitions (the same for real-time rollups and exact scans — docs/concepts.md
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from core.domain.canonical import decimal_text
+from core.domain.canonical import decimal_text, rfc3339
 from core.domain.metrics import Aggregation
 
 ZERO = Decimal(0)
@@ -192,3 +193,35 @@ def merge_all(parts: Iterable[Mapping[GroupKey, Accumulator]]) -> dict[GroupKey,
         for key, accumulator in part.items():
             merged[key] = merged[key].merge(accumulator) if key in merged else accumulator
     return merged
+
+
+def counted(meter: Meter, events: Iterable[MeterEvent]) -> list[tuple[MeterEvent, int]]:
+    """The events a meter counts, each with the version that counts it."""
+    found = []
+    for event in events:
+        version = meter.version_at(event.timestamp)
+        if version is not None and version.keeps(event.properties):
+            found.append((event, version.version))
+    return found
+
+
+def checksum_line(event: MeterEvent, version: int) -> str:
+    fields = (
+        event.idempotency_key,
+        rfc3339(event.timestamp),
+        decimal_text(event.value),
+        str(version),
+    )
+    return "\t".join(fields) + "\n"
+
+
+def events_checksum(counted_events: Iterable[tuple[MeterEvent, int]]) -> str:
+    """SHA-256 (hex) over the canonical lines of the counted events, ordered by
+    (timestamp, idempotency_key in byte order)."""
+    ordered = sorted(
+        counted_events, key=lambda item: (item[0].timestamp, item[0].idempotency_key.encode())
+    )
+    digest = hashlib.sha256()
+    for event, version in ordered:
+        digest.update(checksum_line(event, version).encode("utf-8"))
+    return digest.hexdigest()
