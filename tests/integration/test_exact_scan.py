@@ -1,5 +1,5 @@
 """The exact scan in SQL agrees with the pure meter evaluation on the same events: every
-aggregation, versions by event time, filters, groups, and the checksum."""
+aggregation, versions by event time, filters, groups, the total, and the checksum."""
 
 import random
 from datetime import UTC, datetime, timedelta
@@ -42,11 +42,7 @@ def _events(seed, count=400):
     ]
 
 
-@pytest.mark.parametrize("aggregation", list(Aggregation))
-def test_sql_exact_scan_equals_the_pure_meter_on_the_same_events(db, aggregation):
-    fields = {"unique_property": "patient"} if aggregation == Aggregation.UNIQUE_COUNT else {}
-    if aggregation == Aggregation.PERCENTILE:
-        fields = {"percentile": Decimal("95")}
+def _metric():
     metrics.create_metric(
         SYSTEM,
         MetricDefinition.model_validate(
@@ -58,9 +54,28 @@ def test_sql_exact_scan_equals_the_pure_meter_on_the_same_events(db, aggregation
             }
         ),
     )
+
+
+def _scan(versions, start, end, customer="cust_a"):
+    with get_database().transaction() as connection:
+        return scan(
+            connection,
+            customer_id=customer,
+            metric_key="usage",
+            versions=versions,
+            start=start,
+            end=end,
+        )
+
+
+@pytest.mark.parametrize("aggregation", list(Aggregation))
+def test_sql_exact_scan_equals_the_pure_meter_on_the_same_events(db, aggregation):
+    fields = {"unique_property": "patient"} if aggregation == Aggregation.UNIQUE_COUNT else {}
+    if aggregation == Aggregation.PERCENTILE:
+        fields = {"percentile": Decimal("95")}
+    _metric()
     raw = _events(seed=list(Aggregation).index(aggregation))
-    outcomes = ingest.ingest(raw, now=T0 + timedelta(days=30))
-    assert {o.outcome for o in outcomes} == {"accepted"}
+    assert {o.outcome for o in ingest.ingest(raw, now=T0 + timedelta(days=30))} == {"accepted"}
     switch = T0 + timedelta(days=9)
     versions = [
         MeterVersion(
@@ -86,70 +101,44 @@ def test_sql_exact_scan_equals_the_pure_meter_on_the_same_events(db, aggregation
         if e["customer_id"] == "cust_a" and start <= datetime.fromisoformat(e["timestamp"]) < end
     ]
     meter = Meter(versions)
-    expected = {
-        (k[0], k[1]): (a.result(versions[k[0] - 1]), a.count)
-        for k, a in aggregate(meter, events).items()
-    }
-    with get_database().transaction() as connection:
-        groups, checksum = scan(
-            connection,
-            customer_id="cust_a",
-            metric_key="usage",
-            versions=versions,
-            start=start,
-            end=end,
-        )
-    assert {(g.version, g.group): (g.value, g.event_count) for g in groups} == expected
-    assert checksum == events_checksum(counted(meter, events))
+    partial = aggregate(meter, events)
+    expected = {(k[0], k[1]): (a.result(versions[k[0] - 1]), a.count) for k, a in partial.items()}
+    result = _scan(versions, start, end)
+    assert {(g.version, g.group): (g.value, g.event_count) for g in result.groups} == expected
     assert len(expected) > 3
+    assert result.checksum == events_checksum(counted(meter, events))
+    accumulators = list(partial.values())
+    merged = accumulators[0]
+    for accumulator in accumulators[1:]:
+        merged = merged.merge(accumulator)
+    assert (result.total, result.event_count) == (merged.result(versions[-1]), merged.count)
 
 
 def test_the_checksum_changes_when_an_event_is_added_and_not_otherwise(db):
-    metrics.create_metric(
-        SYSTEM,
-        MetricDefinition.model_validate(
-            {
-                "key": "usage",
-                "name": "u",
-                "aggregation": "sum",
-                "effective_from": "2020-01-01T00:00:00Z",
-            }
-        ),
-    )
+    _metric()
     raw = _events(seed=42, count=50)
     ingest.ingest(raw, now=T0 + timedelta(days=30))
     versions = [MeterVersion(1, Aggregation.SUM, T0 - timedelta(days=1))]
-
-    def checksum():
-        with get_database().transaction() as connection:
-            return scan(
-                connection,
-                customer_id="cust_a",
-                metric_key="usage",
-                versions=versions,
-                start=T0,
-                end=T0 + timedelta(days=30),
-            )[1]
-
-    first = checksum()
-    assert checksum() == first
+    first = _scan(versions, T0, T0 + timedelta(days=30)).checksum
+    assert _scan(versions, T0, T0 + timedelta(days=30)).checksum == first
     ingest.ingest(
         [{**raw[0], "customer_id": "cust_a", "idempotency_key": "late-one"}],
         now=T0 + timedelta(days=30),
     )
-    assert checksum() != first
+    assert _scan(versions, T0, T0 + timedelta(days=30)).checksum != first
 
 
 def test_no_events_no_groups_and_the_empty_checksum(db):
-    versions = [MeterVersion(1, Aggregation.SUM, T0)]
-    with get_database().transaction() as connection:
-        groups, checksum = scan(
-            connection,
-            customer_id="nobody",
-            metric_key="usage",
-            versions=versions,
-            start=T0,
-            end=T0 + timedelta(days=1),
-        )
-    assert groups == []
-    assert checksum == events_checksum([])
+    result = _scan(
+        [MeterVersion(1, Aggregation.SUM, T0)], T0, T0 + timedelta(days=1), customer="nobody"
+    )
+    assert (result.groups, result.total, result.event_count) == ([], Decimal(0), 0)
+    assert result.checksum == events_checksum([])
+
+
+def test_versions_that_aggregate_differently_have_no_common_total(db):
+    versions = [
+        MeterVersion(1, Aggregation.SUM, T0, effective_to=T0 + timedelta(days=1)),
+        MeterVersion(2, Aggregation.MAX, T0 + timedelta(days=1)),
+    ]
+    assert _scan(versions, T0, T0 + timedelta(days=2), customer="nobody").total is None

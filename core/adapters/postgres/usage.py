@@ -82,6 +82,22 @@ def _value_expression(version: MeterVersion, params: dict[str, Any]) -> str:
     }[aggregation]
 
 
+@dataclass(frozen=True)
+class ScanResult:
+    groups: list[GroupUsage]
+    checksum: str
+    # Over all counted events, when every version in the window aggregates the same way.
+    total: Decimal | None
+    event_count: int
+
+
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def _uniform(versions: list[MeterVersion]) -> bool:
+    return len({(v.aggregation, v.unique_property, v.percentile) for v in versions}) <= 1
+
+
 def scan(
     connection: Connection,
     *,
@@ -90,49 +106,20 @@ def scan(
     versions: list[MeterVersion],
     start: datetime,
     end: datetime,
-) -> tuple[list[GroupUsage], str]:
-    """Usage per (version, group) and the checksum of the counted events."""
-    results: list[GroupUsage] = []
-    line_selects: list[str] = []
-    checksum_params: dict[str, Any] = {"customer": customer_id, "metric": metric_key}
+) -> ScanResult:
+    """Usage per (version, group), the total, and the checksum of the counted events."""
+    groups: list[GroupUsage] = []
+    counted_selects: list[str] = []
+    union_params: dict[str, Any] = {"customer": customer_id, "metric": metric_key}
+    in_window = []
     for version in versions:
         window = _window(version, start, end)
         if window is None:
             continue
-        params: dict[str, Any] = {
-            "customer": customer_id,
-            "metric": metric_key,
-            "start": window[0],
-            "end": window[1],
-        }
-        where = [
-            "customer_id = %(customer)s",
-            "metric_key = %(metric)s",
-            "timestamp >= %(start)s",
-            "timestamp < %(end)s",
-            *_conditions(version, params, "v"),
-        ]
-        groups = [
-            _property(name, params, f"g{index}") for index, name in enumerate(version.group_by)
-        ]
-        select_groups = "".join(f"{g} AS g{i}, " for i, g in enumerate(groups))
-        group_clause = (
-            f" GROUP BY {', '.join(f'g{i}' for i in range(len(groups)))}" if groups else ""
-        )
-        statement = f"SELECT {select_groups}{_value_expression(version, params)} AS value, count(*) AS events FROM events WHERE {' AND '.join(where)}{group_clause}"
-        for row in connection.exec_driver_sql(statement, params):
-            *group, value, events = row
-            if events:
-                results.append(
-                    GroupUsage(
-                        version.version,
-                        tuple(group),
-                        Decimal(value if value is not None else 0),
-                        int(events),
-                    )
-                )
+        in_window.append(version)
+        groups.extend(_groups(connection, customer_id, metric_key, version, window))
         prefix = f"c{version.version}"
-        checksum_params.update(
+        union_params.update(
             {
                 f"{prefix}_start": window[0],
                 f"{prefix}_end": window[1],
@@ -143,19 +130,66 @@ def scan(
             [
                 f"timestamp >= %({prefix}_start)s",
                 f"timestamp < %({prefix}_end)s",
-                *_conditions(version, checksum_params, prefix),
+                *_conditions(version, union_params, prefix),
             ]
         )
-        line_selects.append(
-            f"SELECT timestamp, idempotency_key, idempotency_key || E'\\t' || {TIMESTAMP_TEXT} || E'\\t' || trim_scale(value)::text "
-            f"|| E'\\t' || %({prefix}_version)s || E'\\n' AS line FROM events "
+        counted_selects.append(
+            f"SELECT timestamp, idempotency_key, value, properties, %({prefix}_version)s AS version FROM events "
             f"WHERE customer_id = %(customer)s AND metric_key = %(metric)s AND {conditions}"
         )
-    if not line_selects:
-        return results, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    checksum_sql = (
-        "SELECT encode(sha256(convert_to(coalesce(string_agg(line, '' ORDER BY timestamp, idempotency_key COLLATE \"C\"), ''), 'UTF8')), 'hex') "
-        f"FROM ({' UNION ALL '.join(line_selects)}) AS counted"
-    )
-    checksum = str(connection.exec_driver_sql(checksum_sql, checksum_params).scalar_one())
-    return results, checksum
+    if not counted_selects:
+        return ScanResult(groups, EMPTY_SHA256, Decimal(0), 0)
+    counted = " UNION ALL ".join(counted_selects)
+    line = f"idempotency_key || E'\\t' || {TIMESTAMP_TEXT} || E'\\t' || trim_scale(value)::text || E'\\t' || version || E'\\n'"
+    checksum_sql = f"SELECT encode(sha256(convert_to(coalesce(string_agg({line}, '' ORDER BY timestamp, idempotency_key COLLATE \"C\"), ''), 'UTF8')), 'hex') FROM ({counted}) AS counted"
+    checksum = str(connection.exec_driver_sql(checksum_sql, union_params).scalar_one())
+    total: Decimal | None = None
+    if _uniform(in_window):
+        total_params = dict(union_params)
+        expression = _value_expression(in_window[-1], total_params)
+        value, events = connection.exec_driver_sql(
+            f"SELECT {expression}, count(*) FROM ({counted}) AS counted", total_params
+        ).one()
+        total, event_count = Decimal(value if value is not None else 0), int(events)
+    else:
+        event_count = sum(g.event_count for g in groups)
+    return ScanResult(groups, checksum, total, event_count)
+
+
+def _groups(
+    connection: Connection,
+    customer_id: str,
+    metric_key: str,
+    version: MeterVersion,
+    window: tuple[datetime, datetime],
+) -> list[GroupUsage]:
+    params: dict[str, Any] = {
+        "customer": customer_id,
+        "metric": metric_key,
+        "start": window[0],
+        "end": window[1],
+    }
+    where = [
+        "customer_id = %(customer)s",
+        "metric_key = %(metric)s",
+        "timestamp >= %(start)s",
+        "timestamp < %(end)s",
+        *_conditions(version, params, "v"),
+    ]
+    groups = [_property(name, params, f"g{index}") for index, name in enumerate(version.group_by)]
+    select_groups = "".join(f"{g} AS g{i}, " for i, g in enumerate(groups))
+    group_clause = f" GROUP BY {', '.join(f'g{i}' for i in range(len(groups)))}" if groups else ""
+    statement = f"SELECT {select_groups}{_value_expression(version, params)} AS value, count(*) AS events FROM events WHERE {' AND '.join(where)}{group_clause}"
+    found = []
+    for row in connection.exec_driver_sql(statement, params):
+        *group, value, events = row
+        if events:
+            found.append(
+                GroupUsage(
+                    version.version,
+                    tuple(group),
+                    Decimal(value if value is not None else 0),
+                    int(events),
+                )
+            )
+    return found
