@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,7 @@ from core import auth
 from core.config import settings
 from core.domain import errors
 from core.domain.canonical import json_default
+from core.domain.events import RFC3339
 from core.domain.pagination import parse_limit
 from core.domain.validation import Model, validated
 from core.logging import log_context
@@ -128,6 +130,35 @@ class Request:
 
     def limit(self) -> int:
         return parse_limit(self.query("limit"))
+
+    def instant(self, name: str, *, required: bool = False) -> datetime | None:
+        """An RFC 3339 query parameter (with an offset) as a UTC datetime."""
+        raw = self.query(name)
+        if not raw:
+            if required:
+                raise errors.ValidationFailed(
+                    f"{name} is required", errors=[errors.FieldError(("query", name), "required")]
+                )
+            return None
+        if not RFC3339.match(raw):
+            raise errors.ValidationFailed(
+                f"{name} must be RFC 3339 with an offset",
+                errors=[errors.FieldError(("query", name), "not an RFC 3339 instant")],
+            )
+        return datetime.fromisoformat(raw.replace("z", "Z")).astimezone(UTC)
+
+    def required_instant(self, name: str) -> datetime:
+        instant = self.instant(name, required=True)
+        assert instant is not None  # required=True raised otherwise
+        return instant
+
+    def required(self, name: str) -> str:
+        value = self.query(name)
+        if not value:
+            raise errors.ValidationFailed(
+                f"{name} is required", errors=[errors.FieldError(("query", name), "required")]
+            )
+        return value
 
     def require_caller(self) -> Caller:
         assert self.caller is not None, "route declared no scope but needs a caller"

@@ -3,7 +3,6 @@ services. A key with scope `events:write` can ingest and nothing else."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import flask
@@ -11,7 +10,7 @@ import functions_framework
 
 from core import auth
 from core.domain import errors, event_types
-from core.domain.events import BATCH_EVENTS_MAX, EVENT_SCHEMA, RFC3339
+from core.domain.events import BATCH_EVENTS_MAX, EVENT_SCHEMA
 from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
 from functions.http import FunctionApp, Reply, Request, list_reply
@@ -90,31 +89,14 @@ def post_batch(request: Request) -> Reply:
     )
 
 
-def _instant(request: Request, name: str) -> datetime | None:
-    raw = request.query(name)
-    if raw is None or raw == "":
-        return None
-    if not RFC3339.match(raw):
-        raise errors.ValidationFailed(
-            f"{name} must be RFC 3339 with an offset",
-            errors=[errors.FieldError(("query", name), "not an RFC 3339 instant")],
-        )
-    return datetime.fromisoformat(raw.replace("z", "Z")).astimezone(UTC)
-
-
 @APP.route("/v1/events")
 def list_events(request: Request) -> Reply:
-    customer_id = request.query("customer_id")
-    if not customer_id:
-        raise errors.ValidationFailed(
-            "customer_id is required (events are listed per customer)",
-            errors=[errors.FieldError(("query", "customer_id"), "required")],
-        )
+    customer_id = request.required("customer_id")  # events are listed per customer
     page = ingestion.list_events(
         customer_id=customer_id,
         metric_key=request.query("metric_key") or None,
-        start=_instant(request, "from"),
-        end=_instant(request, "to"),
+        start=request.instant("from"),
+        end=request.instant("to"),
         cursor=request.query("cursor"),
         limit=request.limit(),
     )

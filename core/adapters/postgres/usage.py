@@ -193,3 +193,14 @@ def _groups(
                 )
             )
     return found
+
+
+def metric_keys(
+    connection: Connection, *, customer_id: str, start: datetime, end: datetime
+) -> list[str]:
+    """The metrics a customer has events for in [start, end)."""
+    rows = connection.exec_driver_sql(
+        "SELECT DISTINCT metric_key FROM events WHERE customer_id = %(customer)s AND timestamp >= %(start)s AND timestamp < %(end)s ORDER BY 1",
+        {"customer": customer_id, "start": start, "end": end},
+    )
+    return [str(key) for (key,) in rows]
