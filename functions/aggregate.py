@@ -58,6 +58,9 @@ def usage_summary(request: Request) -> Reply:
     )
 
 
+APP.not_implemented("/v1/usage/parity", ["GET"], ISSUE)
+
+
 @APP.on_event(event_types.EVENTS_INGESTED)
 def on_events_ingested(event: ReceivedEvent) -> None:
     """New events were stored: fold what is due (only the kinds this version can fold;
