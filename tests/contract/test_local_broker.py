@@ -17,6 +17,7 @@ from functions.broker import LocalBroker
 from functions.devserver import DevServer
 from functions.topology import load_topology
 from tests.contract.http_servers import Recorder, serve
+from tests.fixtures.samples import create_metric
 
 
 def _jobs():
@@ -199,22 +200,10 @@ def test_a_final_4xx_is_dead_lettered_at_once_with_why(scripted):
 
 def test_refused_usage_is_dead_lettered_kept_and_listed(dev_server, db):
     base_url, server = dev_server
-    from core.domain.metrics import MetricDefinition
     from core.services import api_keys
     from core.services.caller import SYSTEM
-    from core.services.catalog import metrics
 
-    metrics.create_metric(
-        SYSTEM,
-        MetricDefinition.model_validate(
-            {
-                "key": "api_calls",
-                "name": "n",
-                "aggregation": "sum",
-                "effective_from": "2020-01-01T00:00:00Z",
-            }
-        ),
-    )
+    create_metric("api_calls")
     usage = CloudEvent(
         {
             "type": "dev.abaxus.usage.reported.v1",

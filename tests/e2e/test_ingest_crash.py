@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import requests
 
-from core.domain.metrics import MetricDefinition
 from core.services import api_keys
 from core.services.caller import SYSTEM
-from core.services.catalog import metrics
 from tests.e2e.conftest import start_dev_server
+from tests.fixtures.samples import create_metric
 
 BATCHES = 40
 BATCH_EVENTS = 250
@@ -53,17 +52,7 @@ def _post_all(base_url, secret, batches, acknowledged, stop=None):
 
 
 def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(db, tmp_path):
-    metrics.create_metric(
-        SYSTEM,
-        MetricDefinition.model_validate(
-            {
-                "key": "api_calls",
-                "name": "API calls",
-                "aggregation": "sum",
-                "effective_from": "2020-01-01T00:00:00Z",
-            }
-        ),
-    )
+    create_metric("api_calls")
     secret = api_keys.create_key(SYSTEM, name="producer", scopes=["events:write"]).secret
     server = start_dev_server(db, tmp_path, ABAXUS_DEV_TICKS="false")
     acknowledged: set[int] = set()

@@ -10,10 +10,9 @@ import pytest
 from core.adapters.postgres.database import get_database
 from core.adapters.postgres.usage import scan
 from core.domain.meters import Meter, MeterEvent, MeterVersion, aggregate, counted, events_checksum
-from core.domain.metrics import Aggregation, MetricDefinition
+from core.domain.metrics import Aggregation
 from core.services import ingest
-from core.services.caller import SYSTEM
-from core.services.catalog import metrics
+from tests.fixtures.samples import create_metric
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -43,17 +42,7 @@ def _events(seed, count=400):
 
 
 def _metric():
-    metrics.create_metric(
-        SYSTEM,
-        MetricDefinition.model_validate(
-            {
-                "key": "usage",
-                "name": "u",
-                "aggregation": "sum",
-                "effective_from": "2020-01-01T00:00:00Z",
-            }
-        ),
-    )
+    create_metric("usage")
 
 
 def _scan(versions, start, end, customer="cust_a"):

@@ -10,11 +10,10 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
 from core.config import reload_settings
-from core.domain.metrics import MetricDefinition
 from core.services import api_keys
 from core.services.caller import SYSTEM
-from core.services.catalog import metrics
 from tests.conftest import PROJECT_ROOT, bearer
+from tests.fixtures.samples import create_metric
 
 MAIN = str(PROJECT_ROOT / "functions" / "main.py")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -33,17 +32,7 @@ def _event(key, value=1, *, customer="cust_acme", metric="api_calls", at=None, *
 
 @pytest.fixture
 def ingest(db):
-    metrics.create_metric(
-        SYSTEM,
-        MetricDefinition.model_validate(
-            {
-                "key": "api_calls",
-                "name": "API calls",
-                "aggregation": "sum",
-                "effective_from": "2020-01-01T00:00:00Z",
-            }
-        ),
-    )
+    create_metric("api_calls")
     client = create_app(target="ingest", source=MAIN).test_client()
     client.environ_base.update(
         {

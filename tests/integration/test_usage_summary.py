@@ -6,11 +6,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from functions_framework import create_app
 
-from core.domain.metrics import MetricDefinition
 from core.services import api_keys, ingest
 from core.services.caller import SYSTEM
-from core.services.catalog import metrics
 from tests.conftest import PROJECT_ROOT, bearer
+from tests.fixtures.samples import create_metric
 
 MAIN = str(PROJECT_ROOT / "functions" / "main.py")
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -19,29 +18,8 @@ WINDOW = "from=2026-06-01T00:00:00Z&to=2026-07-01T00:00:00Z"
 
 @pytest.fixture
 def usage(db):
-    metrics.create_metric(
-        SYSTEM,
-        MetricDefinition.model_validate(
-            {
-                "key": "api_calls",
-                "name": "API calls",
-                "aggregation": "sum",
-                "effective_from": "2026-01-01T00:00:00Z",
-            }
-        ),
-    )
-    metrics.create_metric(
-        SYSTEM,
-        MetricDefinition.model_validate(
-            {
-                "key": "gpu_seconds",
-                "name": "GPU",
-                "aggregation": "max",
-                "group_by": ["region"],
-                "effective_from": "2026-01-01T00:00:00Z",
-            }
-        ),
-    )
+    create_metric("api_calls")
+    create_metric("gpu_seconds", aggregation="max", group_by=["region"])
     events = [
         {
             "customer_id": "cust_acme",
