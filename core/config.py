@@ -40,6 +40,11 @@ class Settings(BaseSettings):
 
     request_body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
 
+    # Parity reconciliation on every aggregate tick: the last N whole hours, for a random
+    # sample of this many customers with usage in them.
+    abaxus_parity_window_hours: int = Field(default=24, ge=1, le=24 * 400)
+    abaxus_parity_sample_customers: int = Field(default=20, ge=0, le=10_000)
+
     # PHI / personal data: event property keys stored only as HMAC-SHA256 with this secret.
     abaxus_pseudonymize_properties: str = ""
     abaxus_pseudonym_secret: str | None = None

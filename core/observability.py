@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -62,5 +62,35 @@ ingest_duration = Histogram(
     "abaxus_ingest_duration_seconds",
     "Time to validate, deduplicate and durably store one ingestion request.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+events_folded = Counter(
+    "abaxus_events_folded",
+    "Usage events folded into real-time rollups.",
+    registry=REGISTRY,
+)
+fold_duration = Histogram(
+    "abaxus_fold_duration_seconds",
+    "Time to fold one batch of ingestion jobs into the rollups.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+usage_parity_drift = Gauge(
+    "abaxus_usage_parity_drift",
+    "Last reconciliation: sum over sampled customers of |real-time - exact| usage in the "
+    "window, per metric, where nothing was left to fold (0 = dashboard and invoice agree).",
+    ["metric_key"],
+    registry=REGISTRY,
+)
+usage_parity_mismatches = Gauge(
+    "abaxus_usage_parity_mismatches",
+    "Last reconciliation: sampled customers whose real-time and exact usage of the metric "
+    "disagree (values, event counts or groups) with nothing left to fold.",
+    ["metric_key"],
+    registry=REGISTRY,
+)
+usage_parity_checked = Gauge(
+    "abaxus_usage_parity_checked_timestamp_seconds",
+    "When the last reconciliation compared real-time and exact usage.",
     registry=REGISTRY,
 )

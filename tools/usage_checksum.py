@@ -2,10 +2,12 @@
 
     python tools/usage_checksum.py URL API_KEY CUSTOMER_ID METRIC_KEY FROM TO
 
-One line per counted event, ordered by (timestamp, idempotency_key in byte order):
-idempotency_key TAB timestamp TAB value TAB meter_version LF, SHA-256 over all lines.
-An event counts under the metric version in force at its timestamp, if its properties
-pass that version's filters (booleans as true/false, numbers and strings as written).
+Each counted event's digest: SHA-256 of `idempotency_key TAB timestamp TAB value LF`
+as a 256-bit big-endian integer. Per meter version, the digests are summed (mod 2^256);
+the checksum is the SHA-256 of one line per version with events, ascending:
+`version TAB event_count TAB digest_sum_as_64_hex_digits LF`. An event counts under the
+metric version in force at its timestamp, if its properties pass that version's filters
+(booleans as true/false, numbers and strings as written).
 """
 
 import hashlib
@@ -53,7 +55,7 @@ def checksum(base_url, api_key, *, customer, metric, start, end):
             + urllib.parse.urlencode({**query, **({"cursor": cursor} if cursor else {})}),
         )
         events, cursor = events + page["data"], page["next_cursor"]
-    lines = []
+    per_version = {}  # version -> (event count, sum of digests)
     for event in events:
         at = instant(event["timestamp"])
         version = next(
@@ -69,12 +71,15 @@ def checksum(base_url, api_key, *, customer, metric, start, end):
             property_text(event["properties"].get(k)) in allowed
             for k, allowed in version["filters"].items()
         ):
-            line = f"{event['idempotency_key']}\t{event['timestamp']}\t{event['value']}\t{version['version']}\n"
-            lines.append((at, event["idempotency_key"].encode(), line))
-    return (
-        "sha256:"
-        + hashlib.sha256("".join(line for _, _, line in sorted(lines)).encode()).hexdigest()
+            line = f"{event['idempotency_key']}\t{event['timestamp']}\t{event['value']}\n"
+            digest = int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")
+            count, total = per_version.get(version["version"], (0, 0))
+            per_version[version["version"]] = (count + 1, total + digest)
+    lines = "".join(
+        f"{v}\t{count}\t{total % 2**256:064x}\n"
+        for v, (count, total) in sorted(per_version.items())
     )
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
 
 
 if __name__ == "__main__":

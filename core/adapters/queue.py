@@ -156,9 +156,13 @@ def claim(
 
 
 def _complete(connection: Connection, job: Job, now: datetime | None) -> None:
+    _complete_all(connection, [job], now)
+
+
+def _complete_all(connection: Connection, done: Sequence[Job], now: datetime | None) -> None:
     connection.execute(
         update(jobs)
-        .where(jobs.c.id == job.id)
+        .where(jobs.c.id.in_([job.id for job in done]))
         .values(
             status="done",
             attempts=jobs.c.attempts + 1,
@@ -215,6 +219,26 @@ def _fail(
     return "retry"
 
 
+def _run(
+    database: Database, connection: Connection, job: Job, handler: JobHandler, now: datetime | None
+) -> str:
+    try:
+        with database.savepoint():
+            handler(job)
+    except RetryLater as retry:
+        outcome = _fail(connection, job, str(retry), now, retry.delay)
+    except GiveUp as reason:
+        outcome = _fail(connection, job, str(reason), now, final=True)
+    # The worker is the outermost boundary of a job: every failure is recorded on it.
+    except Exception:
+        outcome = _fail(connection, job, traceback.format_exc(), now)
+    else:
+        _complete(connection, job, now)
+        outcome = "done"
+    jobs_finished.labels(job.queue, job.kind, outcome).inc()
+    return outcome
+
+
 def work(
     database: Database,
     queue: str,
@@ -229,22 +253,47 @@ def work(
         claimed = claim(connection, queue, limit=limit, kinds=sorted(handlers), now=now)
         result.claimed = len(claimed)
         for job in claimed:
-            handler = handlers[job.kind]
-            try:
-                with database.savepoint():
-                    handler(job)
-            except RetryLater as retry:
-                outcome = _fail(connection, job, str(retry), now, retry.delay)
-            except GiveUp as reason:
-                outcome = _fail(connection, job, str(reason), now, final=True)
-            # The worker is the outermost boundary of a job: every failure is recorded on it.
-            except Exception:
-                outcome = _fail(connection, job, traceback.format_exc(), now)
-            else:
-                _complete(connection, job, now)
-                outcome = "done"
-            result.record(outcome)
-            jobs_finished.labels(queue, job.kind, outcome).inc()
+            result.record(_run(database, connection, job, handlers[job.kind], now))
+    return result
+
+
+BatchHandler = Callable[[Sequence[Job]], None]
+
+
+def work_together(
+    database: Database,
+    queue: str,
+    kind: str,
+    handler: BatchHandler,
+    *,
+    limit: int = 100,
+    now: datetime | None = None,
+) -> WorkResult:
+    """Claim up to `limit` due jobs of one kind and run them in one call of `handler`
+    (one set of statements for all of them), completing them in the same commit. If the
+    batch fails, each job runs alone, so one bad job fails only itself."""
+    result = WorkResult()
+    with database.transaction() as connection:
+        claimed = claim(connection, queue, limit=limit, kinds=[kind], now=now)
+        result.claimed = len(claimed)
+        if not claimed:
+            return result
+        try:
+            with database.savepoint():
+                handler(claimed)
+        except Exception:
+            log.warning(
+                "batch of %d jobs failed; running them one by one",
+                len(claimed),
+                exc_info=True,
+                extra={"queue": queue, "kind": kind},
+            )
+            for job in claimed:
+                result.record(_run(database, connection, job, lambda one: handler([one]), now))
+            return result
+        _complete_all(connection, claimed, now)
+        result.done = len(claimed)
+        jobs_finished.labels(queue, kind, "done").inc(len(claimed))
     return result
 
 

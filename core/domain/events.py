@@ -17,6 +17,7 @@ from typing import Any
 
 from core.domain.canonical import canonical_json, decimal_text, rfc3339
 from core.domain.errors import FieldError
+from core.domain.meters import event_digest
 from core.domain.money import AmountError, to_decimal
 
 BATCH_EVENTS_MAX = 500
@@ -74,6 +75,7 @@ class UsageEvent:
     properties: dict[str, Any]
     properties_json: str  # canonical JSON of properties, as stored and as hashed
     content_sha256: str
+    digest: int  # core.domain.meters.event_digest, summed by usage checksums
 
 
 @dataclass(frozen=True)
@@ -261,9 +263,17 @@ def parse_event(
             (FieldError((reject.field,), reject.message),),
             key,
         )
-    digest = content_sha256(customer_id, metric_key, value, timestamp, properties_json)
+    content = content_sha256(customer_id, metric_key, value, timestamp, properties_json)
     return UsageEvent(
-        customer_id, metric_key, value, timestamp, key, properties, properties_json, digest
+        customer_id,
+        metric_key,
+        value,
+        timestamp,
+        key,
+        properties,
+        properties_json,
+        content,
+        event_digest(key, timestamp, value),
     )
 
 

@@ -14,7 +14,9 @@ Definitions (the same for real-time rollups and exact scans — docs/concepts.md
 - unique_count: the number of distinct text forms of properties[unique_property]; events
   without that property are not counted.
 - percentile p: nearest rank — the smallest value v such that at least p% of the values
-  are <= v (rank ceil(p/100 * n) in ascending order).
+  are <= v (rank ceil(p/100 * n) in ascending order). Exact in exact mode; real-time
+  answers from a logarithmic sketch within 1% relative error (see sketch_percentile).
+- checksum: see usage_checksum: per-event SHA-256 digests summed per meter version.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Context, Decimal
 from typing import Any
 
 from core.domain.canonical import decimal_text, rfc3339
@@ -205,23 +207,86 @@ def counted(meter: Meter, events: Iterable[MeterEvent]) -> list[tuple[MeterEvent
     return found
 
 
-def checksum_line(event: MeterEvent, version: int) -> str:
-    fields = (
-        event.idempotency_key,
-        rfc3339(event.timestamp),
-        decimal_text(event.value),
-        str(version),
+def event_digest(idempotency_key: str, timestamp: datetime, value: Decimal) -> int:
+    """An event's digest: SHA-256 of `idempotency_key TAB timestamp TAB value LF` (RFC 3339
+    UTC timestamp, normalized decimal value) as a 256-bit unsigned big-endian integer.
+    Computed once at ingestion and stored with the event."""
+    line = f"{idempotency_key}\t{rfc3339(timestamp)}\t{decimal_text(value)}\n"
+    return int.from_bytes(hashlib.sha256(line.encode("utf-8")).digest(), "big")
+
+
+DIGEST_MODULUS = 2**256
+
+
+def usage_checksum(per_version: Mapping[int, tuple[int, int]]) -> str:
+    """The checksum of counted events from, per meter version, (event count, sum of their
+    digests): SHA-256 (hex) over one line per version with events, ascending,
+    `version TAB count TAB (digest sum mod 2^256 as 64 hex digits) LF`. Order-independent
+    within a version, so SQL computes it in the same pass as the aggregate and rollups can
+    carry it; no events: the SHA-256 of nothing."""
+    lines = "".join(
+        f"{version}\t{count}\t{total % DIGEST_MODULUS:064x}\n"
+        for version, (count, total) in sorted(per_version.items())
+        if count
     )
-    return "\t".join(fields) + "\n"
+    return hashlib.sha256(lines.encode("ascii")).hexdigest()
 
 
 def events_checksum(counted_events: Iterable[tuple[MeterEvent, int]]) -> str:
-    """SHA-256 (hex) over the canonical lines of the counted events, ordered by
-    (timestamp, idempotency_key in byte order)."""
-    ordered = sorted(
-        counted_events, key=lambda item: (item[0].timestamp, item[0].idempotency_key.encode())
-    )
-    digest = hashlib.sha256()
-    for event, version in ordered:
-        digest.update(checksum_line(event, version).encode("utf-8"))
-    return digest.hexdigest()
+    """usage_checksum over events, each with the version that counted it."""
+    per_version: dict[int, tuple[int, int]] = {}
+    for event, version in counted_events:
+        count, total = per_version.get(version, (0, 0))
+        digest = event_digest(event.idempotency_key, event.timestamp, event.value)
+        per_version[version] = (count + 1, total + digest)
+    return usage_checksum(per_version)
+
+
+# Percentile sketch for real-time rollups (DDSketch-style logarithmic bins): a non-zero
+# value v falls in bin ceil(log_gamma(|v|)) of its sign, gamma = (1 + a) / (1 - a); every
+# value of a bin is within relative error `a` of the bin's representative
+# 2 * gamma^i / (gamma + 1). Bins merge by adding counts, so rollups of any buckets merge.
+SKETCH_RELATIVE_ERROR = Decimal("0.01")
+_SKETCH = Context(prec=40)
+SKETCH_GAMMA = _SKETCH.divide(1 + SKETCH_RELATIVE_ERROR, 1 - SKETCH_RELATIVE_ERROR)
+SKETCH_LN_GAMMA = SKETCH_GAMMA.ln(_SKETCH)
+VALUE_QUANTUM = Decimal("1e-10")
+
+SketchBin = tuple[int, int]  # (sign -1/0/1, bin index)
+
+
+def sketch_bin(value: Decimal) -> SketchBin:
+    """The bin of a value (the SQL fold computes the same, in PostgreSQL numeric)."""
+    if value == 0:
+        return (0, 0)
+    index = _SKETCH.divide(abs(value).ln(_SKETCH), SKETCH_LN_GAMMA)
+    return (1 if value > 0 else -1, int(index.to_integral_value(rounding=ROUND_CEILING)))
+
+
+def bin_value(sign: int, index: int) -> Decimal:
+    """A bin's representative, at the scale values are stored with."""
+    if sign == 0:
+        return ZERO
+    power = _SKETCH.power(SKETCH_GAMMA, index)
+    magnitude = _SKETCH.divide(2 * power, SKETCH_GAMMA + 1)
+    return (sign * magnitude).quantize(VALUE_QUANTUM, context=_SKETCH)
+
+
+def _bin_order(item: tuple[SketchBin, int]) -> tuple[int, int]:
+    (sign, index), _ = item
+    return (sign, index * sign)
+
+
+def sketch_percentile(bins: Mapping[SketchBin, int], percentile: Decimal) -> Decimal:
+    """Nearest rank over the bins: the representative of the bin holding rank
+    ceil(p/100 * n). Within SKETCH_RELATIVE_ERROR of the exact nearest-rank value."""
+    total = sum(bins.values())
+    if total == 0:
+        return ZERO
+    rank = max(1, math.ceil(percentile / 100 * total))
+    seen = 0
+    for (sign, index), count in sorted(bins.items(), key=_bin_order):
+        seen += count
+        if seen >= rank:
+            return bin_value(sign, index)
+    raise AssertionError("rank beyond the bins' total")  # pragma: no cover - rank <= total

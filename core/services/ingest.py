@@ -26,10 +26,9 @@ from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.pagination import decode_cursor, encode_cursor
 from core.observability import events_ingested, ingest_batch_size, ingest_duration
 from core.services import notify
+from core.services.aggregation import AGGREGATE_QUEUE, FOLD_JOB
 from core.services.group_commit import GroupCommit
 
-AGGREGATE_QUEUE = "aggregate"
-FOLD_JOB = "fold"
 STATUS = {"accepted": 202, "duplicate": 200, "conflict": 409, "invalid": 422}
 
 

@@ -25,6 +25,19 @@ def drain(
     return total
 
 
+def drain_together(
+    queue_name: str, kind: str, handler: queue.BatchHandler, *, batch: int = 200
+) -> queue.WorkResult:
+    """drain, with each claimed batch run by one call of a batch handler."""
+    total = queue.WorkResult()
+    for _ in range(DRAIN_ROUNDS_MAX):
+        result = queue.work_together(get_database(), queue_name, kind, handler, limit=batch)
+        total.add(result)
+        if result.claimed == 0:
+            break
+    return total
+
+
 @dataclass(frozen=True)
 class NewJob:
     kind: str

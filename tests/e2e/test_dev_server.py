@@ -44,7 +44,11 @@ def test_each_path_is_served_by_the_function_that_owns_it(dev_server):
     )
     usage = requests.get(dev_server.base_url + "/v1/usage/summary", headers=headers, timeout=5)
     assert events.status_code == 200 and events.json() == {"data": [], "next_cursor": None}
-    assert usage.status_code == 501 and "issue #5" in usage.json()["detail"]
+    assert usage.status_code == 422 and usage.json()["errors"][0]["loc"] == ["query", "customer_id"]
+    calculate = requests.post(
+        dev_server.base_url + "/v1/pricing/calculate", headers=headers, json={}, timeout=5
+    )
+    assert calculate.status_code == 501 and "issue #6" in calculate.json()["detail"]
     unknown = requests.get(dev_server.base_url + "/v2/anything", headers=headers, timeout=5)
     assert unknown.status_code == 404 and unknown.json()["code"] == "route_not_found"
 

@@ -90,8 +90,14 @@ def test_an_exact_summary_counts_the_window_and_proves_what_it_counted(usage):
         "2026-06-01T00:00:00Z",
         "2026-07-01T00:00:00Z",
     )
-    lines = "a1\t2026-06-01T01:00:00Z\t1.5\t1\na2\t2026-06-01T02:00:00.000005Z\t2\t1\n"
-    assert body["checksum"] == "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+    # docs/concepts.md: per-event SHA-256 digests summed per meter version, then one line
+    # per version: version, event count, digest sum mod 2^256 in hex.
+    digests = sum(
+        int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")
+        for line in ("a1\t2026-06-01T01:00:00Z\t1.5\n", "a2\t2026-06-01T02:00:00.000005Z\t2\n")
+    )
+    version_line = f"1\t2\t{digests % 2**256:064x}\n"
+    assert body["checksum"] == "sha256:" + hashlib.sha256(version_line.encode()).hexdigest()
 
 
 def test_a_grouped_metric_reports_each_group(usage):
@@ -114,8 +120,11 @@ def test_without_metric_key_every_metric_with_usage(usage):
 
 
 def test_summary_errors(usage):
-    realtime = usage.get(f"/v1/usage/summary?customer_id=cust_acme&metric_key=api_calls&{WINDOW}")
-    assert realtime.status_code == 501 and "mode=exact" in realtime.get_json()["detail"]
+    bad_mode = usage.get(f"/v1/usage/summary?customer_id=cust_acme&mode=fast&{WINDOW}")
+    assert bad_mode.status_code == 422 and bad_mode.get_json()["errors"][0]["loc"] == [
+        "query",
+        "mode",
+    ]
     assert (
         usage.get(
             f"/v1/usage/summary?customer_id=cust_acme&metric_key=nope&mode=exact&{WINDOW}"

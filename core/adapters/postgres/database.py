@@ -54,6 +54,7 @@ _current: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
 class Database:
     def __init__(self, database_url: str, *, pool_size: int, statement_timeout_ms: int) -> None:
         self.url = database_url
+        self.statement_timeout_ms = statement_timeout_ms
         self._maintenance: Engine | None = None
         self.engine: Engine = create_engine(
             sqlalchemy_url(database_url),
@@ -121,6 +122,29 @@ class Database:
         if self._maintenance is None:
             self._maintenance = create_engine(sqlalchemy_url(self.url), poolclass=NullPool)
         return self._maintenance
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only REPEATABLE READ transaction on a connection of its own: every
+        statement sees the same committed state (comparisons that must not see a commit
+        land between two reads). Unpooled: operator reads, not the request path."""
+        try:
+            with self.maintenance_engine.connect() as raw:
+                connection = raw.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+                with connection.begin():
+                    connection.exec_driver_sql(
+                        f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}"
+                    )
+                    connection.exec_driver_sql("SET LOCAL timezone = 'UTC'")
+                    yield connection
+        except (OperationalError, InterfaceError) as error:
+            if isinstance(error, DBAPIError) and _is_query_error(error):
+                raise
+            raise Unavailable(
+                "the database is unavailable; retry", code="database_unavailable"
+            ) from error
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the outermost transaction has committed (now, if none is open)."""

@@ -40,7 +40,8 @@ def active_metrics(connection: Connection, keys: set[str]) -> set[str]:
 
 
 STAGING_COLUMNS = (
-    "id, customer_id, metric_key, value, timestamp, properties, idempotency_key, content_sha256"
+    "id, customer_id, metric_key, value, timestamp, properties, idempotency_key, content_sha256, "
+    "digest"
 )
 
 
@@ -50,7 +51,7 @@ def _staging(connection: Connection) -> Any:
         connection.exec_driver_sql(
             "CREATE TEMP TABLE IF NOT EXISTS ingest_staging (id text, customer_id text, metric_key text, "
             "value numeric(20, 10), timestamp timestamptz, properties jsonb, idempotency_key text, "
-            "content_sha256 text) ON COMMIT DELETE ROWS"
+            "content_sha256 text, digest numeric(78, 0)) ON COMMIT DELETE ROWS"
         )
         # Remembered only once committed: a rolled-back transaction takes the table with it.
         info = connection.info
@@ -76,6 +77,7 @@ def stage(connection: Connection, events: Sequence[UsageEvent], ids: Sequence[st
                     event.properties_json,
                     event.idempotency_key,
                     event.content_sha256,
+                    event.digest,
                 )
             )
 
@@ -107,7 +109,7 @@ def insert_staged_events(connection: Connection, *, job_id: int, region: str) ->
     result = connection.exec_driver_sql(
         f"INSERT INTO events ({STAGING_COLUMNS}, region, ingest_job_id) "  # noqa: S608 - constant column list
         "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, s.idempotency_key, "
-        "s.content_sha256, %(region)s, %(job)s FROM ingest_staging s "
+        "s.content_sha256, s.digest, %(region)s, %(job)s FROM ingest_staging s "
         "JOIN event_keys k ON k.idempotency_key = s.idempotency_key AND k.event_id = s.id",
         {"region": region, "job": job_id},
     )

@@ -203,6 +203,49 @@ events = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("region", Text, nullable=False),
     Column("ingest_job_id", BigInteger, nullable=False),
+    Column("digest", Numeric(78, 0, asdecimal=True), nullable=False),
+)
+
+
+def _rollup_key() -> list[Column[object]]:
+    return [
+        Column("customer_id", Text, primary_key=True),
+        Column("metric_key", Text, primary_key=True),
+        Column("bucket_start", DateTime(timezone=True), primary_key=True),
+        Column("version", Integer, primary_key=True),
+        Column("group_values", ARRAY(Text), primary_key=True),
+    ]
+
+
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    *_rollup_key(),
+    Column("event_count", BigInteger, nullable=False),
+    Column("total", Numeric(38, 10, asdecimal=True), nullable=False),
+    Column("smallest", Numeric(20, 10, asdecimal=True), nullable=False),
+    Column("largest", Numeric(20, 10, asdecimal=True), nullable=False),
+    Column("last_timestamp", DateTime(timezone=True)),
+    Column("last_key", Text),
+    Column("last_value", Numeric(20, 10, asdecimal=True)),
+    Column("digest_sum", Numeric(asdecimal=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+usage_rollup_distinct = Table(
+    "usage_rollup_distinct",
+    metadata,
+    *_rollup_key(),
+    Column("value_text", Text, primary_key=True),
+)
+
+usage_rollup_sketch = Table(
+    "usage_rollup_sketch",
+    metadata,
+    *_rollup_key(),
+    Column("sign", Integer, primary_key=True),
+    Column("bin", Integer, primary_key=True),
+    Column("event_count", BigInteger, nullable=False),
 )
 
 dead_letters = Table(

@@ -1,36 +1,176 @@
-"""The exact scan: meter evaluation in SQL over the raw events, the same definitions as
-core/domain/meters.py (the tests run both on the same events and compare).
+"""Meter evaluation in SQL, with the same definitions as core/domain/meters.py (the tests
+run both on the same events and compare):
 
-One statement per meter version (versions are disjoint in time), grouped by the
-version's group_by, with every aggregation computed at once; one more statement for the
-checksum, so nothing is loaded into Python: memory stays flat in the number of events.
-
-Checksum (docs/concepts.md): SHA-256 over one line per counted event, ordered by
-(timestamp, idempotency_key):  idempotency_key TAB timestamp TAB value TAB version LF,
-timestamp as RFC 3339 UTC with `Z` (microseconds only when not zero), value as its
-normalized decimal text. No events: the SHA-256 of the empty string.
+- the exact scan: one statement over the raw events of a customer, metric and window,
+  every meter version's rows unioned and grouped by (version, group), computing only the
+  aggregates the versions need plus the event count and digest sum per group, from which
+  the checksum follows (core.domain.meters.usage_checksum). Nothing is loaded into Python
+  but one row per group: memory stays flat in the number of events.
+- the fold: the same per-version selection, grouped by customer and UTC hour as well,
+  upserted into the rollups (core/adapters/postgres/rollups.py drives it).
+- the real-time answer: rollups of the whole hours inside [from, to) merged with the same
+  partial aggregates computed from the raw events of the partial hours at the edges.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
 
-from core.domain.meters import MeterVersion
+from core.domain.meters import (
+    SKETCH_LN_GAMMA,
+    MeterVersion,
+    SketchBin,
+    sketch_percentile,
+    usage_checksum,
+)
 from core.domain.metrics import Aggregation
 
+ZERO = Decimal(0)
+HOUR = timedelta(hours=1)
 # The text form of a property as core.domain.meters.property_text sees it: objects and
 # arrays are no text; everything else is ->> (strings as they are, numbers as stored).
 PROPERTY_TEXT = "(CASE WHEN jsonb_typeof(properties -> %(name)s) IN ('object', 'array') THEN NULL ELSE properties ->> %(name)s END)"
-TIMESTAMP_TEXT = (
-    "to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-    "CASE WHEN mod(extract(microseconds FROM timestamp)::bigint, 1000000) = 0 THEN '' "
-    "ELSE '.' || to_char(timestamp AT TIME ZONE 'UTC', 'US') END || 'Z'"
+LAST_ORDER = 'ORDER BY timestamp DESC, idempotency_key COLLATE "C" DESC'
+PART_LAST_ORDER = 'ORDER BY last_timestamp DESC NULLS LAST, last_key COLLATE "C" DESC'
+BIN_SQL = (
+    "CASE WHEN value = 0 THEN 0 ELSE ceil(ln(abs(value)) / %(ln_gamma)s::numeric)::integer END"
 )
+
+
+def _property(name: str, params: dict[str, Any], slot: str) -> str:
+    params[slot] = name
+    return PROPERTY_TEXT.replace("%(name)s", f"%({slot})s")
+
+
+def window_of(
+    version: MeterVersion, start: datetime, end: datetime | None
+) -> tuple[datetime, datetime | None] | None:
+    """The part of [start, end) that a version counts (end None: unbounded)."""
+    lower = max(start, version.effective_from)
+    ends = [t for t in (end, version.effective_to) if t is not None]
+    upper = min(ends) if ends else None
+    return (lower, upper) if upper is None or lower < upper else None
+
+
+def version_rows(
+    version: MeterVersion,
+    params: dict[str, Any],
+    prefix: str,
+    *,
+    where: Sequence[str],
+    window: tuple[datetime, datetime | None],
+) -> tuple[str, str, str | None]:
+    """(FROM-WHERE clause selecting the events this version counts among `where`, the
+    group array expression, the distinct-value expression or None)."""
+    params[f"{prefix}_start"] = window[0]
+    clauses = [*where, f"timestamp >= %({prefix}_start)s"]
+    if window[1] is not None:
+        params[f"{prefix}_end"] = window[1]
+        clauses.append(f"timestamp < %({prefix}_end)s")
+    for index, (name, allowed) in enumerate(sorted(version.filters.items())):
+        params[f"{prefix}_f{index}_values"] = list(allowed)
+        clauses.append(
+            f"{_property(name, params, f'{prefix}_f{index}')} = ANY(%({prefix}_f{index}_values)s)"
+        )
+    groups = [
+        _property(name, params, f"{prefix}_g{index}") for index, name in enumerate(version.group_by)
+    ]
+    group_sql = f"ARRAY[{', '.join(groups)}]::text[]" if groups else "'{}'::text[]"
+    unique = None
+    if version.aggregation == Aggregation.UNIQUE_COUNT and version.unique_property:
+        unique = _property(version.unique_property, params, f"{prefix}_u")
+    return f"FROM events WHERE {' AND '.join(clauses)}", group_sql, unique
+
+
+def partial_columns(version: MeterVersion) -> str:
+    """Aggregates of a version's events in rollup shape (n, digests, total, smallest,
+    largest, last_timestamp, last_key, last_value); `last` only for last meters."""
+    if version.aggregation == Aggregation.LAST:
+        last = (
+            f"max(timestamp), (array_agg(idempotency_key {LAST_ORDER}))[1], "
+            f"(array_agg(value {LAST_ORDER}))[1]"
+        )
+    else:
+        last = "NULL::timestamptz, NULL::text, NULL::numeric"
+    return f"count(*), sum(digest), sum(value), min(value), max(value), {last}"
+
+
+@dataclass
+class Partial:
+    """A (version, group)'s mergeable aggregates."""
+
+    version: int
+    group: tuple[str | None, ...]
+    event_count: int = 0
+    digest_sum: int = 0
+    total: Decimal = ZERO
+    smallest: Decimal | None = None
+    largest: Decimal | None = None
+    last: tuple[datetime, str, Decimal] | None = None
+    distinct: int = 0
+    percentile: Decimal | None = None  # exact nearest rank (exact scans)
+    bins: dict[SketchBin, int] = field(default_factory=dict)  # sketch (real-time)
+
+    def merge(self, other: Partial) -> None:
+        self.event_count += other.event_count
+        self.digest_sum += other.digest_sum
+        self.total += other.total
+        self.smallest = _pick(min, self.smallest, other.smallest)
+        self.largest = _pick(max, self.largest, other.largest)
+        if other.last is not None and (self.last is None or other.last[:2] > self.last[:2]):
+            self.last = other.last
+        for key, count in other.bins.items():
+            self.bins[key] = self.bins.get(key, 0) + count
+
+    def value(self, version: MeterVersion) -> Decimal:
+        aggregation = version.aggregation
+        if aggregation == Aggregation.COUNT:
+            return Decimal(self.event_count)
+        if aggregation == Aggregation.UNIQUE_COUNT:
+            return Decimal(self.distinct)
+        if self.event_count == 0:
+            return ZERO
+        if aggregation == Aggregation.PERCENTILE:
+            if self.percentile is not None:
+                return self.percentile
+            assert version.percentile is not None
+            return sketch_percentile(self.bins, version.percentile)
+        found = {
+            Aggregation.SUM: self.total,
+            Aggregation.MAX: self.largest,
+            Aggregation.MIN: self.smallest,
+            Aggregation.LAST: self.last[2] if self.last else None,
+        }[aggregation]
+        assert found is not None
+        return found
+
+
+def _pick(choose: Any, a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return Decimal(choose(a, b))
+
+
+def _partial(row: Sequence[Any]) -> Partial:
+    version, group, n, digests, total, smallest, largest, last_ts, last_key, last_value = row[:10]
+    return Partial(
+        version=int(version),
+        group=tuple(group),
+        event_count=int(n),
+        digest_sum=int(digests or 0),
+        total=Decimal(total if total is not None else 0),
+        smallest=smallest,
+        largest=largest,
+        last=(last_ts, str(last_key), Decimal(last_value)) if last_ts is not None else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -41,47 +181,6 @@ class GroupUsage:
     event_count: int
 
 
-def _property(name: str, params: dict[str, Any], slot: str) -> str:
-    params[slot] = name
-    return PROPERTY_TEXT.replace("%(name)s", f"%({slot})s")
-
-
-def _window(
-    version: MeterVersion, start: datetime, end: datetime
-) -> tuple[datetime, datetime] | None:
-    lower = max(start, version.effective_from)
-    upper = end if version.effective_to is None else min(end, version.effective_to)
-    return (lower, upper) if lower < upper else None
-
-
-def _conditions(version: MeterVersion, params: dict[str, Any], prefix: str) -> list[str]:
-    clauses = []
-    for index, (name, allowed) in enumerate(sorted(version.filters.items())):
-        params[f"{prefix}_f{index}_values"] = list(allowed)
-        clauses.append(
-            f"{_property(name, params, f'{prefix}_f{index}')} = ANY(%({prefix}_f{index}_values)s)"
-        )
-    return clauses
-
-
-def _value_expression(version: MeterVersion, params: dict[str, Any]) -> str:
-    aggregation = version.aggregation
-    if aggregation == Aggregation.UNIQUE_COUNT:
-        assert version.unique_property is not None
-        return f"count(DISTINCT {_property(version.unique_property, params, 'unique')})::numeric"
-    if aggregation == Aggregation.PERCENTILE:
-        assert version.percentile is not None
-        params["fraction"] = version.percentile / 100
-        return "percentile_disc(%(fraction)s::float8) WITHIN GROUP (ORDER BY value)"
-    return {
-        Aggregation.SUM: "sum(value)",
-        Aggregation.COUNT: "count(*)::numeric",
-        Aggregation.MAX: "max(value)",
-        Aggregation.MIN: "min(value)",
-        Aggregation.LAST: '(array_agg(value ORDER BY timestamp DESC, idempotency_key COLLATE "C" DESC))[1]',
-    }[aggregation]
-
-
 @dataclass(frozen=True)
 class ScanResult:
     groups: list[GroupUsage]
@@ -89,13 +188,53 @@ class ScanResult:
     # Over all counted events, when every version in the window aggregates the same way.
     total: Decimal | None
     event_count: int
+    approximate: bool = False
 
 
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-
-def _uniform(versions: list[MeterVersion]) -> bool:
+def _uniform(versions: Sequence[MeterVersion]) -> bool:
     return len({(v.aggregation, v.unique_property, v.percentile) for v in versions}) <= 1
+
+
+def _needs_overall_row(versions: Sequence[MeterVersion]) -> bool:
+    """unique_count and percentile do not merge from group results: the overall value
+    needs its own grouping set (only when there can be more than one group)."""
+    return (
+        _uniform(versions)
+        and versions[0].aggregation in {Aggregation.UNIQUE_COUNT, Aggregation.PERCENTILE}
+        and (len(versions) > 1 or bool(versions[0].group_by))
+    )
+
+
+def _result(
+    versions: Sequence[MeterVersion],
+    partials: dict[tuple[int, tuple[str | None, ...]], Partial],
+    overall: Partial | None,
+    *,
+    approximate: bool = False,
+) -> ScanResult:
+    by_version = {v.version: v for v in versions}
+    found = [p for p in partials.values() if p.event_count]
+    groups = [
+        GroupUsage(p.version, p.group, p.value(by_version[p.version]), p.event_count) for p in found
+    ]
+    per_version: dict[int, tuple[int, int]] = {}
+    for p in found:
+        count, digests = per_version.get(p.version, (0, 0))
+        per_version[p.version] = (count + p.event_count, digests + p.digest_sum)
+    event_count = sum(p.event_count for p in found)
+    total: Decimal | None = None
+    if not versions:
+        total = ZERO
+    elif _uniform(versions):
+        merged = Partial(version=versions[-1].version, group=())
+        for p in found:
+            merged.merge(p)
+        if overall is not None:
+            merged.distinct, merged.percentile = overall.distinct, overall.percentile
+        elif len(found) == 1:
+            merged.distinct, merged.percentile = found[0].distinct, found[0].percentile
+        total = merged.value(versions[-1])
+    return ScanResult(groups, usage_checksum(per_version), total, event_count, approximate)
 
 
 def scan(
@@ -103,96 +242,229 @@ def scan(
     *,
     customer_id: str,
     metric_key: str,
-    versions: list[MeterVersion],
+    versions: Sequence[MeterVersion],
     start: datetime,
     end: datetime,
 ) -> ScanResult:
-    """Usage per (version, group), the total, and the checksum of the counted events."""
-    groups: list[GroupUsage] = []
-    counted_selects: list[str] = []
-    union_params: dict[str, Any] = {"customer": customer_id, "metric": metric_key}
-    in_window = []
-    for version in versions:
-        window = _window(version, start, end)
-        if window is None:
+    """Exact usage per (version, group), the total and the checksum, in one statement."""
+    params: dict[str, Any] = {"customer": customer_id, "metric": metric_key}
+    windows = {v.version: window_of(v, start, end) for v in versions}
+    in_window = [v for v in versions if windows[v.version] is not None]
+    if not in_window:
+        return _result([], {}, None)
+    aggregations = {v.aggregation for v in in_window}
+    selects = []
+    for version in in_window:
+        window = windows[version.version]
+        assert window is not None
+        prefix = f"v{version.version}"
+        source, group_sql, unique = version_rows(
+            version,
+            params,
+            prefix,
+            where=["customer_id = %(customer)s", "metric_key = %(metric)s"],
+            window=window,
+        )
+        # Only the columns the aggregates read, so the scan carries nothing more.
+        extra = ""
+        if Aggregation.LAST in aggregations:
+            extra += ", timestamp, idempotency_key"
+        if Aggregation.UNIQUE_COUNT in aggregations:
+            extra += f", {unique or 'NULL::text'} AS uniq"
+        if Aggregation.PERCENTILE in aggregations:
+            params[f"{prefix}_p"] = version.percentile
+            extra += f", %({prefix}_p)s::numeric AS p"
+        selects.append(
+            f"SELECT {version.version} AS v, {group_sql} AS grp, value, digest{extra} {source}"
+        )
+    columns = [
+        "count(*)",
+        "sum(digest)",
+        "sum(value)" if Aggregation.SUM in aggregations else "NULL::numeric",
+        "min(value)" if Aggregation.MIN in aggregations else "NULL::numeric",
+        "max(value)" if Aggregation.MAX in aggregations else "NULL::numeric",
+        f"max(timestamp), (array_agg(idempotency_key {LAST_ORDER}))[1], (array_agg(value {LAST_ORDER}))[1]"
+        if Aggregation.LAST in aggregations
+        else "NULL::timestamptz, NULL::text, NULL::numeric",
+        "count(DISTINCT uniq)" if Aggregation.UNIQUE_COUNT in aggregations else "0",
+        "(array_agg(value ORDER BY value))[greatest(1, ceil(max(p) / 100 * count(*)))::integer]"
+        if Aggregation.PERCENTILE in aggregations
+        else "NULL::numeric",
+    ]
+    overall = _needs_overall_row(in_window)
+    grouping = "GROUPING SETS ((v, grp), ())" if overall else "v, grp"
+    statement = (
+        f"SELECT v, grp, {', '.join(columns)}, GROUPING(v, grp) "
+        f"FROM ({' UNION ALL '.join(selects)}) AS counted GROUP BY {grouping}"
+    )
+    partials: dict[tuple[int, tuple[str | None, ...]], Partial] = {}
+    overall_partial: Partial | None = None
+    for row in connection.exec_driver_sql(statement, params):
+        *head, distinct, percentile, is_overall = row
+        if is_overall:
+            overall_partial = Partial(
+                0, (), int(head[2]), distinct=int(distinct), percentile=percentile
+            )
             continue
-        in_window.append(version)
-        groups.extend(_groups(connection, customer_id, metric_key, version, window))
-        prefix = f"c{version.version}"
-        union_params.update(
-            {
-                f"{prefix}_start": window[0],
-                f"{prefix}_end": window[1],
-                f"{prefix}_version": str(version.version),
-            }
-        )
-        conditions = " AND ".join(
-            [
-                f"timestamp >= %({prefix}_start)s",
-                f"timestamp < %({prefix}_end)s",
-                *_conditions(version, union_params, prefix),
-            ]
-        )
-        counted_selects.append(
-            f"SELECT timestamp, idempotency_key, value, properties, %({prefix}_version)s AS version FROM events "
-            f"WHERE customer_id = %(customer)s AND metric_key = %(metric)s AND {conditions}"
-        )
-    if not counted_selects:
-        return ScanResult(groups, EMPTY_SHA256, Decimal(0), 0)
-    counted = " UNION ALL ".join(counted_selects)
-    line = f"idempotency_key || E'\\t' || {TIMESTAMP_TEXT} || E'\\t' || trim_scale(value)::text || E'\\t' || version || E'\\n'"
-    checksum_sql = f"SELECT encode(sha256(convert_to(coalesce(string_agg({line}, '' ORDER BY timestamp, idempotency_key COLLATE \"C\"), ''), 'UTF8')), 'hex') FROM ({counted}) AS counted"
-    checksum = str(connection.exec_driver_sql(checksum_sql, union_params).scalar_one())
-    total: Decimal | None = None
-    if _uniform(in_window):
-        total_params = dict(union_params)
-        expression = _value_expression(in_window[-1], total_params)
-        value, events = connection.exec_driver_sql(
-            f"SELECT {expression}, count(*) FROM ({counted}) AS counted", total_params
-        ).one()
-        total, event_count = Decimal(value if value is not None else 0), int(events)
-    else:
-        event_count = sum(g.event_count for g in groups)
-    return ScanResult(groups, checksum, total, event_count)
+        partial = _partial(head)
+        partial.distinct, partial.percentile = int(distinct), percentile
+        partials[(partial.version, partial.group)] = partial
+    return _result(in_window, partials, overall_partial)
 
 
-def _groups(
+def _hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[first whole hour, end of the last whole hour) inside [start, end); empty when
+    first >= last."""
+    floor_start = start.replace(minute=0, second=0, microsecond=0)
+    first = floor_start if floor_start == start else floor_start + HOUR
+    last = end.replace(minute=0, second=0, microsecond=0)
+    return first, last
+
+
+def edges(
+    start: datetime, end: datetime
+) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, datetime]]]:
+    """The whole hours answered from rollups, and the partial-hour edges scanned raw."""
+    first, last = _hours(start, end)
+    if first >= last:
+        return None, [(start, end)]
+    raw = [(a, b) for a, b in ((start, first), (last, end)) if a < b]
+    return (first, last), raw
+
+
+@dataclass
+class _Parts:
+    """The UNION ALL members of a real-time answer: rollup rows and raw edge rows."""
+
+    params: dict[str, Any]
+    partials: list[str] = field(default_factory=list)
+    distinct: list[str] = field(default_factory=list)
+    sketch: list[str] = field(default_factory=list)
+
+
+def _realtime_parts(
+    params: dict[str, Any], versions: Sequence[MeterVersion], start: datetime, end: datetime
+) -> _Parts:
+    parts = _Parts(params)
+    hours, raw_edges = edges(start, end)
+    if hours is not None:
+        params["hours_start"], params["hours_end"] = hours
+        where = (
+            "WHERE customer_id = %(customer)s AND metric_key = %(metric)s "
+            "AND bucket_start >= %(hours_start)s AND bucket_start < %(hours_end)s"
+        )
+        parts.partials.append(
+            "SELECT version, group_values, event_count, digest_sum, total, smallest, largest, "
+            f"last_timestamp, last_key, last_value FROM usage_rollups {where}"
+        )
+        parts.distinct.append(
+            f"SELECT version, group_values, value_text FROM usage_rollup_distinct {where}"
+        )
+        parts.sketch.append(
+            f"SELECT version, group_values, sign, bin, event_count FROM usage_rollup_sketch {where}"
+        )
+    for index, (edge_start, edge_end) in enumerate(raw_edges):
+        for version in versions:
+            window = window_of(version, edge_start, edge_end)
+            if window is None:
+                continue
+            source, group_sql, unique = version_rows(
+                version,
+                params,
+                f"e{index}v{version.version}",
+                where=["customer_id = %(customer)s", "metric_key = %(metric)s"],
+                window=window,
+            )
+            parts.partials.append(
+                f"SELECT {version.version}, {group_sql} AS grp, {partial_columns(version)} {source} GROUP BY grp"
+            )
+            if unique is not None:
+                parts.distinct.append(
+                    f"SELECT {version.version}, {group_sql}, {unique} {source} AND {unique} IS NOT NULL"
+                )
+            if version.aggregation == Aggregation.PERCENTILE:
+                parts.sketch.append(
+                    f"SELECT {version.version}, {group_sql}, sign(value)::smallint, {BIN_SQL}, 1 {source}"
+                )
+    return parts
+
+
+Partials = dict[tuple[int, tuple[str | None, ...]], Partial]
+
+
+def _merged_partials(connection: Connection, parts: _Parts) -> Partials:
+    statement = (
+        "SELECT version, group_values, sum(event_count), sum(digest_sum), sum(total), min(smallest), "
+        f"max(largest), max(last_timestamp), (array_agg(last_key {PART_LAST_ORDER}))[1], "
+        f"(array_agg(last_value {PART_LAST_ORDER}))[1] "
+        f"FROM ({' UNION ALL '.join(parts.partials)}) AS parts(version, group_values, event_count, digest_sum, "
+        "total, smallest, largest, last_timestamp, last_key, last_value) GROUP BY version, group_values"
+    )
+    partials: Partials = {}
+    for row in connection.exec_driver_sql(statement, parts.params):
+        partial = _partial(row)
+        partials[(partial.version, partial.group)] = partial
+    return partials
+
+
+def _merge_distinct(connection: Connection, parts: _Parts, partials: Partials) -> Partial:
+    """Distinct counts per group into `partials`; returns the overall distinct count."""
+    statement = (
+        "SELECT version, group_values, count(DISTINCT value_text), GROUPING(version, group_values) "
+        f"FROM ({' UNION ALL '.join(parts.distinct)}) AS parts(version, group_values, value_text) "
+        "GROUP BY GROUPING SETS ((version, group_values), ())"
+    )
+    overall = Partial(0, ())
+    for version, group, distinct, is_overall in connection.exec_driver_sql(statement, parts.params):
+        if is_overall:
+            overall.distinct = int(distinct)
+        elif (int(version), tuple(group)) in partials:
+            partials[(int(version), tuple(group))].distinct = int(distinct)
+    return overall
+
+
+def _merge_sketch(connection: Connection, parts: _Parts, partials: Partials) -> None:
+    statement = (
+        "SELECT version, group_values, sign, bin, sum(event_count) "
+        f"FROM ({' UNION ALL '.join(parts.sketch)}) AS parts(version, group_values, sign, bin, event_count) "
+        "GROUP BY version, group_values, sign, bin"
+    )
+    for version, group, sign, index, count in connection.exec_driver_sql(statement, parts.params):
+        found = partials.get((int(version), tuple(group)))
+        if found is not None:
+            found.bins[(int(sign), int(index))] = int(count)
+
+
+def realtime(
     connection: Connection,
+    *,
     customer_id: str,
     metric_key: str,
-    version: MeterVersion,
-    window: tuple[datetime, datetime],
-) -> list[GroupUsage]:
+    versions: Sequence[MeterVersion],
+    start: datetime,
+    end: datetime,
+) -> ScanResult:
+    """Usage from rollups of the whole hours in [start, end) merged with a raw scan of the
+    partial hours at the edges: time proportional to buckets (and distinct values, for
+    unique_count), not events. Percentiles come from the sketch: approximate."""
+    in_window = [v for v in versions if window_of(v, start, end) is not None]
+    if not in_window:
+        return _result([], {}, None)
     params: dict[str, Any] = {
         "customer": customer_id,
         "metric": metric_key,
-        "start": window[0],
-        "end": window[1],
+        "ln_gamma": SKETCH_LN_GAMMA,
     }
-    where = [
-        "customer_id = %(customer)s",
-        "metric_key = %(metric)s",
-        "timestamp >= %(start)s",
-        "timestamp < %(end)s",
-        *_conditions(version, params, "v"),
-    ]
-    groups = [_property(name, params, f"g{index}") for index, name in enumerate(version.group_by)]
-    select_groups = "".join(f"{g} AS g{i}, " for i, g in enumerate(groups))
-    group_clause = f" GROUP BY {', '.join(f'g{i}' for i in range(len(groups)))}" if groups else ""
-    statement = f"SELECT {select_groups}{_value_expression(version, params)} AS value, count(*) AS events FROM events WHERE {' AND '.join(where)}{group_clause}"
-    found = []
-    for row in connection.exec_driver_sql(statement, params):
-        *group, value, events = row
-        if events:
-            found.append(
-                GroupUsage(
-                    version.version,
-                    tuple(group),
-                    Decimal(value if value is not None else 0),
-                    int(events),
-                )
-            )
-    return found
+    parts = _realtime_parts(params, in_window, start, end)
+    aggregations = {v.aggregation for v in in_window}
+    partials = _merged_partials(connection, parts) if parts.partials else {}
+    overall = None
+    if parts.distinct and Aggregation.UNIQUE_COUNT in aggregations:
+        overall = _merge_distinct(connection, parts, partials)
+    if parts.sketch and Aggregation.PERCENTILE in aggregations:
+        _merge_sketch(connection, parts, partials)
+    approximate = Aggregation.PERCENTILE in aggregations
+    return _result(in_window, partials, overall, approximate=approximate)
 
 
 def metric_keys(
@@ -203,4 +475,28 @@ def metric_keys(
         "SELECT DISTINCT metric_key FROM events WHERE customer_id = %(customer)s AND timestamp >= %(start)s AND timestamp < %(end)s ORDER BY 1",
         {"customer": customer_id, "start": start, "end": end},
     )
+    return [str(key) for (key,) in rows]
+
+
+def realtime_metric_keys(
+    connection: Connection, *, customer_id: str, start: datetime, end: datetime
+) -> list[str]:
+    """The metrics a customer has usage for in [start, end), from rollups (whole hours)
+    and the raw edges."""
+    hours, raw_edges = edges(start, end)
+    params: dict[str, Any] = {"customer": customer_id}
+    parts = []
+    if hours is not None:
+        params["hours_start"], params["hours_end"] = hours
+        parts.append(
+            "SELECT DISTINCT metric_key FROM usage_rollups WHERE customer_id = %(customer)s "
+            "AND bucket_start >= %(hours_start)s AND bucket_start < %(hours_end)s"
+        )
+    for index, (edge_start, edge_end) in enumerate(raw_edges):
+        params[f"e{index}_start"], params[f"e{index}_end"] = edge_start, edge_end
+        parts.append(
+            "SELECT DISTINCT metric_key FROM events WHERE customer_id = %(customer)s "
+            f"AND timestamp >= %(e{index}_start)s AND timestamp < %(e{index}_end)s"
+        )
+    rows = connection.exec_driver_sql(f"{' UNION '.join(parts)} ORDER BY 1", params)
     return [str(key) for (key,) in rows]

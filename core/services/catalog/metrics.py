@@ -11,7 +11,7 @@ from core.adapters.postgres import metrics as rows
 from core.adapters.postgres.database import get_database
 from core.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition, effective_to
-from core.services import audit
+from core.services import aggregation, audit
 from core.services.caller import Caller
 from core.services.catalog.archiving import archive
 from core.services.listing import paginate
@@ -120,6 +120,9 @@ def add_version(caller: Caller, key: str, definition: MetricVersionDefinition) -
                 errors=[FieldError(("body", "effective_from"), f"must be >= {closed.isoformat()}")],
             )
         rows.insert_version(connection, _version_values(key, latest["version"] + 1, definition))
+        # Events from effective_from on now count under the new version: the rollups from
+        # that hour on are rebuilt (in this commit's queue, by the aggregator).
+        aggregation.request_refold(connection, key, definition.effective_from)
         result = _load(connection, key)
         audit.record(
             connection,
