@@ -1,14 +1,16 @@
 """What PostgreSQL itself enforces, checked with raw SQL, and the audit chain."""
 
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
 import pytest
+import sqlalchemy
 from sqlalchemy import inspect, text
 
 from core.adapters import queue
-from core.adapters.postgres.database import get_database, reset_database
+from core.adapters.postgres.database import get_database, reset_database, sqlalchemy_url
 from core.adapters.postgres.embedded import create_database, drop_database
 from core.adapters.postgres.migrate import head_revision, upgrade_to_head
 from core.adapters.postgres.tables import metadata
@@ -138,3 +140,51 @@ def test_jsonb_round_trips_decimals_without_floats(db):
             text("SELECT payload FROM jobs WHERE id = :i"), {"i": job_id}
         ).scalar()
     assert payload == {"amount": "0.1000000001"}
+
+
+def test_events_stored_before_digests_get_the_same_digest_ingestion_computes(admin_url):
+    """Revision 0005 computes, in SQL, the digests of events stored before it; they must
+    equal what ingestion computes in Python, or old events would break checksums."""
+    from alembic import command
+
+    from core.adapters.postgres.migrate import alembic_config
+    from core.domain.meters import event_digest
+
+    name = "abaxus_test_digest_backfill"
+    drop_database(admin_url, name)
+    create_database(admin_url, name)
+    url = _with_database(admin_url, name)
+    rows = [
+        ("k-1", datetime(2026, 3, 1, 12, 0, tzinfo=UTC), Decimal("1.5000000000")),
+        ("ключ-é", datetime(2026, 3, 2, 0, 0, 0, 250000, tzinfo=UTC), Decimal("-0.0000000001")),
+        ("k-3", datetime(2026, 3, 3, 23, 59, 59, 5, tzinfo=UTC), Decimal("1200")),
+    ]
+    try:
+        engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0004")
+            connection.commit()
+        engine.dispose()
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("SELECT abaxus_ensure_event_partition('2026-03-01')")
+            for key, at, value in rows:
+                connection.execute(
+                    "INSERT INTO events (id, customer_id, metric_key, value, timestamp, "
+                    "idempotency_key, content_sha256, region, ingest_job_id) "
+                    "VALUES (%s, 'c', 'm', %s, %s, %s, 'x', 'local', 1)",
+                    (f"ev_{key}", value, at, key),
+                )
+        assert upgrade_to_head(url) == head_revision()
+        with psycopg.connect(url) as connection:
+            stored = dict(
+                connection.execute("SELECT idempotency_key, digest FROM events").fetchall()
+            )
+            # The protection is back on after the backfill.
+            with pytest.raises(psycopg.Error) as caught:
+                connection.execute("UPDATE events SET region = 'x'")
+            assert caught.value.sqlstate == "AB001"
+        assert stored == {key: Decimal(event_digest(key, at, value)) for key, at, value in rows}
+    finally:
+        drop_database(admin_url, name)

@@ -131,3 +131,22 @@ def test_versions_that_aggregate_differently_have_no_common_total(db):
         MeterVersion(2, Aggregation.MAX, T0 + timedelta(days=1)),
     ]
     assert _scan(versions, T0, T0 + timedelta(days=2), customer="nobody").total is None
+
+
+def test_the_sql_percentile_rank_is_exact_decimal_arithmetic(db):
+    """p = 7 of 100 values is rank 7: 0.07 * 100 in floating point is 7.000000000000001,
+    whose ceiling would be rank 8 (PostgreSQL's percentile_disc takes a float)."""
+    _metric()
+    raw = [
+        {
+            "customer_id": "cust_a",
+            "metric_key": "usage",
+            "value": n,
+            "timestamp": (T0 + timedelta(minutes=n)).isoformat(),
+            "idempotency_key": f"p{n}",
+        }
+        for n in range(1, 101)
+    ]
+    ingest.ingest(raw, now=T0 + timedelta(days=1))
+    versions = [MeterVersion(1, Aggregation.PERCENTILE, T0, percentile=Decimal(7))]
+    assert _scan(versions, T0, T0 + timedelta(days=1)).total == 7

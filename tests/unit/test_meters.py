@@ -1,6 +1,7 @@
 """Meter evaluation: versions by event time, filters, groups, the seven aggregations, and
 (Hypothesis) that partial aggregates merged in any order equal one pass over the events."""
 
+import hashlib
 import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,14 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.domain.meters import (
+    SKETCH_RELATIVE_ERROR,
     Accumulator,
     Meter,
     MeterEvent,
     MeterVersion,
     aggregate,
+    event_digest,
+    events_checksum,
     merge_all,
     nearest_rank,
     property_text,
+    sketch_bin,
+    sketch_percentile,
+    usage_checksum,
 )
 from core.domain.metrics import Aggregation
 
@@ -175,3 +182,59 @@ def test_partial_aggregates_merged_in_any_order_equal_one_pass(events, cuts, agg
     assert {k: a.result(by_version[k[0]]) for k, a in merged.items()} == {
         k: a.result(by_version[k[0]]) for k, a in one_pass.items()
     }
+
+
+# --- checksum parts and the real-time percentile sketch ---------------------------------
+
+
+def test_an_event_digest_is_the_sha256_of_its_canonical_line_as_an_integer():
+    at = datetime(2026, 6, 1, 2, 0, 0, 5, tzinfo=UTC)
+    line = b"key-1\t2026-06-01T02:00:00.000005Z\t1.5\n"
+    expected = int.from_bytes(hashlib.sha256(line).digest(), "big")
+    assert event_digest("key-1", at, Decimal("1.50")) == expected
+
+
+def test_the_checksum_is_order_independent_and_names_versions_and_counts():
+    events = [
+        (
+            MeterEvent(f"k{n}", datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=n), Decimal(n)),
+            1 + n % 2,
+        )
+        for n in range(6)
+    ]
+    checksum = events_checksum(events)
+    assert events_checksum(list(reversed(events))) == checksum
+    sums = {1: 0, 2: 0}
+    for event, version in events:
+        sums[version] += event_digest(event.idempotency_key, event.timestamp, event.value)
+    lines = f"1\t3\t{sums[1] % 2**256:064x}\n2\t3\t{sums[2] % 2**256:064x}\n"
+    assert checksum == hashlib.sha256(lines.encode()).hexdigest()
+    # The same events counted under another version is another checksum.
+    assert events_checksum([(e, 1) for e, _ in events]) != checksum
+    assert events_checksum(events[:-1]) != checksum
+    assert usage_checksum({}) == hashlib.sha256(b"").hexdigest()
+
+
+@settings(max_examples=300)
+@given(
+    values=st.lists(
+        st.decimals(-(10**9), 10**9, places=10, allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=60,
+    ),
+    percentile=st.decimals(1, 100, places=2),
+)
+def test_the_sketch_percentile_is_within_its_stated_bound(values, percentile):
+    bins: dict[tuple[int, int], int] = {}
+    for value in values:
+        key = sketch_bin(value)
+        bins[key] = bins.get(key, 0) + 1
+    exact = nearest_rank(values, percentile)
+    approximate = sketch_percentile(bins, percentile)
+    assert abs(approximate - exact) <= SKETCH_RELATIVE_ERROR * abs(exact) + Decimal("1e-10")
+
+
+def test_sketch_bins_order_negative_zero_positive():
+    bins = {sketch_bin(Decimal(v)): 1 for v in ("-100", "-1", "0", "1", "100")}
+    ranks = [sketch_percentile(bins, Decimal(p)) for p in (20, 40, 60, 80, 100)]
+    assert ranks == sorted(ranks) and ranks[2] == 0 and ranks[0] < -99 and ranks[4] > 99
