@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format migrate unit integration contract e2e bench-ingest manifests clean
+.PHONY: run test lint format migrate unit integration contract e2e bench-ingest bench-usage manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ e2e: $(STAMP)
 ## bench-ingest: events/s through the batch endpoint, single-event latency, COPY baseline
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+## bench-usage: 10M events; real-time summary latency at 1M and 10M; exact vs bare SQL
+bench-usage: $(STAMP)
+	$(BIN)/python bench/usage.py
 
 ## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
 manifests: $(STAMP)

@@ -1,6 +1,8 @@
 """`abaxus dev` over real HTTP: what `make run` gives a new user."""
 
 import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import requests
 from cloudevents.conversion import to_structured
@@ -75,3 +77,63 @@ def test_a_cloudevent_sent_to_the_server_reaches_its_function_through_the_broker
 
 def test_the_server_stops_cleanly_on_sigterm(dev_server):
     assert dev_server.stop() == 0
+
+
+def test_ingested_events_reach_the_realtime_summary_through_the_broker(dev_server):
+    """POST /v1/events/batch -> events.ingested -> local broker -> aggregate folds ->
+    the real-time summary (whole hours, from rollups) equals the exact one."""
+    headers = {"Authorization": f"Bearer {dev_server.printed_key()}"}
+    base = dev_server.base_url
+    created = requests.post(
+        base + "/v1/metrics",
+        headers=headers,
+        json={
+            "key": "scans",
+            "name": "Scans",
+            "aggregation": "sum",
+            "effective_from": "2026-01-01T00:00:00Z",
+        },
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    events = [
+        {
+            "customer_id": "cust_e2e",
+            "metric_key": "scans",
+            "value": f"{n}.5",
+            "timestamp": (start + timedelta(minutes=7 * n)).isoformat(),
+            "idempotency_key": f"e2e-scan-{n}",
+        }
+        for n in range(20)
+    ]
+    batch = requests.post(
+        base + "/v1/events/batch", headers=headers, json={"events": events}, timeout=10
+    )
+    assert batch.status_code == 207 and batch.json()["accepted"] == 20
+    params = {
+        "customer_id": "cust_e2e",
+        "metric_key": "scans",
+        "from": start.isoformat(),
+        "to": (start + timedelta(hours=3)).isoformat(),
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        realtime = requests.get(
+            base + "/v1/usage/summary", headers=headers, params=params, timeout=10
+        ).json()
+        if realtime["event_count"] == 20 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    exact = requests.get(
+        base + "/v1/usage/summary", headers=headers, params={**params, "mode": "exact"}, timeout=10
+    ).json()
+    assert (realtime["value"], realtime["event_count"]) == (exact["value"], 20)
+    assert realtime["value"] == str(sum(n + Decimal("0.5") for n in range(20)))
+    parity = requests.get(
+        base + "/v1/usage/parity",
+        headers=headers,
+        params={k: params[k] for k in ("customer_id", "from", "to")},
+        timeout=10,
+    ).json()
+    assert parity["agree"] is True and parity["data"][0]["status"] == "agree"

@@ -1,0 +1,1 @@
+"""One module per pricing model, each `price(charge, usage) -> Priced` (API.md section 2)."""
