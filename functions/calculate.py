@@ -2,26 +2,82 @@
 
 from __future__ import annotations
 
+import logging
+
 import flask
 import functions_framework
+from pydantic import ValidationError
 
 from core.domain import errors, event_types
+from core.domain.pricing.calculation import CalculateRequest
+from core.services import notify, pricing
 from core.services.cloudevents import ReceivedEvent
-from functions.http import FunctionApp
+from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("calculate")
-ISSUE = "issue #6, pricing engine"
 
-APP.not_implemented("/v1/pricing/calculate", ["POST"], ISSUE)
-APP.not_implemented("/v1/pricing/calculations/<calculation_id>", ["GET"], ISSUE)
-APP.not_implemented(
-    "/v1/pricing/calculations/<calculation_id>/lines/<int:line>/events", ["GET"], ISSUE
-)
+log = logging.getLogger(__name__)
 
 
-@APP.on_event(event_types.INVOICE_REQUESTED)
+@APP.route("/v1/pricing/calculate", ["POST"], scope="read", body=CalculateRequest)
+def calculate_route(request: Request) -> Reply:
+    """Exact usage priced under the subscription's plan version; the same subscription,
+    period and events give the same stored calculation (id and checksum). A preview and
+    an invoice are the same computation, so `read` keys may ask for it."""
+    body = validate(CalculateRequest, request.json())
+    return Reply(
+        pricing.calculate(
+            body.subscription_id, period_start=body.period_start, period_end=body.period_end
+        )
+    )
+
+
+@APP.route("/v1/pricing/calculations/<calculation_id>")
+def get_calculation(request: Request) -> Reply:
+    return Reply(pricing.get_calculation(request.params["calculation_id"]))
+
+
+@APP.route("/v1/pricing/calculations/<calculation_id>/lines/<int:line>/events")
+def line_events(request: Request) -> Reply:
+    """The raw events behind a line, each with its meter version, in canonical order."""
+    return list_reply(
+        *pricing.line_events(
+            request.params["calculation_id"],
+            int(request.params["line"]),
+            cursor=request.query("cursor"),
+            limit=request.limit(),
+        )
+    )
+
+
+@APP.on_event(event_types.INVOICE_REQUESTED, dedupe=False)
 def on_invoice_requested(event: ReceivedEvent) -> None:
-    raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
+    """Calculate (idempotently) and announce the calculation; a redelivery finds the
+    stored calculation and announces the same id again (same CloudEvent id)."""
+    try:
+        body = CalculateRequest.model_validate(event.data)
+    except ValidationError as error:
+        raise errors.UnprocessableEvent(
+            f"invoice.requested data: {error.errors()[0]['msg']}", code="invalid_invoice_request"
+        ) from error
+    try:
+        calculation = pricing.calculate(
+            body.subscription_id, period_start=body.period_start, period_end=body.period_end
+        )
+    except (errors.NotFound, errors.ValidationFailed) as error:
+        raise errors.UnprocessableEvent(error.detail, code=error.code) from error
+    notify.emit_after_commit(
+        event_types.CALCULATION_COMPLETED,
+        {
+            "calculation_id": calculation["id"],
+            "subscription_id": calculation["subscription_id"],
+            "period": calculation["period"],
+            "total": calculation["total"],
+            "currency": calculation["currency"],
+        },
+        event_id=f"calculation-{calculation['id']}",
+    )
+    log.info("calculation completed", extra={"calculation_id": calculation["id"]})
 
 
 @functions_framework.http

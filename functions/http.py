@@ -195,6 +195,7 @@ class FunctionApp:
         self.dead_letter_sink = dead_letter_sink
         self.routes: dict[str, Route] = {}
         self.event_handlers: dict[str, cloudevents.EventHandler] = {}
+        self.rerun_on_redelivery: set[str] = set()
         self._map = Map(strict_slashes=False, merge_slashes=False)
 
     # -- declaration -------------------------------------------------------------------
@@ -237,11 +238,16 @@ class FunctionApp:
         self.route(rule, methods, status=501, implemented=False)(handler)
 
     def on_event(
-        self, *types: str
+        self, *types: str, dedupe: bool = True
     ) -> Callable[[cloudevents.EventHandler], cloudevents.EventHandler]:
+        """Handle CloudEvents of these types once per (source, id) — or, with
+        dedupe=False, on every delivery (for handlers idempotent by construction)."""
+
         def register(handler: cloudevents.EventHandler) -> cloudevents.EventHandler:
             for type_ in types:
                 self.event_handlers[type_] = handler
+                if not dedupe:
+                    self.rerun_on_redelivery.add(type_)
             return handler
 
         return register
@@ -436,7 +442,9 @@ class FunctionApp:
                 request_id,
             )
         try:
-            first = cloudevents.handle_once(self.name, received, handler)
+            first = cloudevents.handle_once(
+                self.name, received, handler, dedupe=type_ not in self.rerun_on_redelivery
+            )
         except errors.AbaxusError as error:
             status = status_of(error)
             if status < 500:

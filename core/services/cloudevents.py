@@ -28,10 +28,17 @@ class ReceivedEvent:
 EventHandler = Callable[[ReceivedEvent], None]
 
 
-def handle_once(function: str, event: ReceivedEvent, handler: EventHandler) -> bool:
+def handle_once(
+    function: str, event: ReceivedEvent, handler: EventHandler, *, dedupe: bool = True
+) -> bool:
     """Run `handler` in one transaction with the inbox record; False for a redelivery
-    (the handler does not run again, and the delivery is acknowledged)."""
+    (the handler does not run again, and the delivery is acknowledged). `dedupe=False`
+    is for handlers idempotent by construction that must answer every delivery (they
+    re-announce their stored result): no inbox record, the handler always runs."""
     with get_database().transaction() as connection:
+        if not dedupe:
+            handler(event)
+            return True
         if not inbox.record_first(connection, function, event.source, event.id, event.type):
             return False
         handler(event)

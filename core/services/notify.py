@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.adapters.bus import Bus, overrides_from_json
+from core.adapters.postgres.database import after_commit
 from core.config import settings
+from core.domain.errors import Unavailable
 from core.observability import cloudevents_emitted
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,19 @@ def bus() -> Bus:
             overrides=overrides_from_json(os.environ.get("K_CE_OVERRIDES")),
         )
     return _bus
+
+
+def emit_after_commit(type_: str, data: Any, *, event_id: str) -> None:
+    """Emit once the current transaction has committed, synchronously (with the bus's
+    retries): if the sink refuses it, Unavailable (503) makes the delivery that caused it
+    fail and be redelivered, so the event is not lost. Without a sink (tests, a bare dev
+    process), nothing is sent."""
+
+    def send() -> None:
+        if not bus().emit(type_, data, event_id=event_id) and bus().sink is not None:
+            raise Unavailable(f"could not emit {type_} {event_id}; retry", code="emit_failed")
+
+    after_commit(send)
 
 
 def coalesced(notes: list[_Note]) -> list[_Note]:

@@ -61,15 +61,13 @@ def test_an_event_type_the_function_does_not_handle_is_422_never_retried(aggrega
 
 
 def test_a_handler_not_built_yet_answers_5xx_so_the_broker_keeps_the_event(db):
-    calculate = create_app(target="calculate", source=MAIN).test_client()
+    charge = create_app(target="charge", source=MAIN).test_client()
     headers, body = to_binary(
-        CloudEvent(
-            {"type": "dev.abaxus.invoice.requested.v1", "source": "/svc"}, {"subscription_id": "s"}
-        )
+        CloudEvent({"type": "dev.abaxus.invoice.issued.v1", "source": "/svc"}, {"invoice_id": "i"})
     )
-    response = calculate.post("/", headers=headers, data=body)
+    response = charge.post("/", headers=headers, data=body)
     assert response.status_code == 501
-    assert handled_events("calculate") == []  # not recorded: a redelivery will be tried again
+    assert handled_events("charge") == []  # not recorded: a redelivery will be tried again
 
 
 def test_json_event_data_keeps_decimals_exact():

@@ -262,3 +262,17 @@ dead_letters = Table(
     Column("headers", JSONB, nullable=False),
     Column("body", LargeBinary, nullable=False),
 )
+
+calculations = Table(
+    "calculations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("subscription_id", Text, nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("inputs_sha256", Text, nullable=False),
+    Column("checksum", Text, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

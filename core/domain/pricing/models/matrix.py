@@ -4,13 +4,16 @@ else the usage cannot be priced (refused)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.domain.canonical import decimal_text
 from core.domain.pricing.charges import Matrix
 from core.domain.pricing.priced import ZERO, Priced, PricingError, Usage, billable
 
 
 def price(charge: Matrix, usage: Usage) -> Priced:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    total = ZERO
     for group, raw_quantity in usage.groups:
         quantity = billable(raw_quantity)
         unit_price = next(
@@ -26,6 +29,7 @@ def price(charge: Matrix, usage: Usage) -> Priced:
                 f"no price row of charge {charge.label!r} matches group {dict(group)} "
                 f"({decimal_text(quantity)} units) and it has no default_unit_price"
             )
+        total += quantity * unit_price
         rows.append(
             {
                 "group": dict(group),
@@ -34,4 +38,4 @@ def price(charge: Matrix, usage: Usage) -> Priced:
                 "amount": quantity * unit_price,
             }
         )
-    return Priced(sum((row["amount"] for row in rows), ZERO), rows)
+    return Priced(total, rows)

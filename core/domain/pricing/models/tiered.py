@@ -5,19 +5,23 @@ the boundary (tiers up to 100 and 200: 100.5 = 100 + 0.5)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.domain.pricing.charges import Tiered
 from core.domain.pricing.priced import ZERO, Priced, Usage, billable
 
 
 def price(charge: Tiered, usage: Usage) -> Priced:
     quantity = billable(usage.quantity)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    total = ZERO
     lower = ZERO
     for index, tier in enumerate(charge.tiers):
         if index > 0 and quantity <= lower:
             break
         upper = quantity if tier.up_to is None else min(quantity, tier.up_to)
         units = max(ZERO, upper - lower)
+        total += units * tier.unit_price + tier.flat_fee
         rows.append(
             {
                 "from": lower,
@@ -31,4 +35,4 @@ def price(charge: Tiered, usage: Usage) -> Priced:
         if tier.up_to is None:
             break
         lower = tier.up_to
-    return Priced(sum((row["amount"] for row in rows), ZERO), rows)
+    return Priced(total, rows)
