@@ -4,6 +4,7 @@ abaxus dev                      the whole system on one port (embedded PostgreSQ
 abaxus migrate                  apply migrations (advisory-locked) and the bootstrap key
 abaxus keys create --name N --scope S [--scope S ...]
 abaxus audit verify             check the audit log's hash chain end to end
+abaxus verify calculation ID    recompute a calculation from raw events: ok, or what differs
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 from functions_framework._http.gunicorn import GunicornApplication
 
 from core.config import PROJECT_ROOT, reload_settings, settings
+from core.domain.errors import NotFound
 from core.logging import configure_logging
-from core.services import api_keys, audit, runtime
+from core.services import api_keys, audit, pricing, runtime
 from core.services.caller import SYSTEM
 from functions import openapi
 from functions.devserver import DevServer
@@ -56,6 +58,22 @@ def cmd_audit_verify(_: argparse.Namespace) -> int:
         return 0
     assert report.first_break is not None
     print(f"BROKEN at audit row {report.first_break.row_id}: {report.first_break.reason}")
+    return 1
+
+
+def cmd_verify_calculation(args: argparse.Namespace) -> int:
+    _prepare_database()
+    try:
+        report = pricing.verify(args.calculation_id)
+    except NotFound as error:
+        print(f"error: {error.detail}")
+        return 2
+    if report.ok:
+        print(f"ok: {report.calculation_id} recomputes from the raw events, line by line")
+        return 0
+    print(f"DIFFERS: {report.calculation_id}")
+    for difference in report.differences:
+        print(f"  {difference}")
     return 1
 
 
@@ -131,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     audit_parser.add_parser("verify", help="verify the hash chain").set_defaults(
         run=cmd_audit_verify
     )
+    verify = commands.add_parser("verify", help="recompute stored results").add_subparsers(
+        dest="verify", required=True
+    )
+    calculation = verify.add_parser(
+        "calculation", help="recompute a calculation from raw events and stored definitions"
+    )
+    calculation.add_argument("calculation_id")
+    calculation.set_defaults(run=cmd_verify_calculation)
     document = commands.add_parser("openapi", help="write the OpenAPI document")
     document.add_argument("--output", default=str(PROJECT_ROOT / "docs" / "openapi.json"))
     document.set_defaults(run=cmd_openapi)
