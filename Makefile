@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format migrate unit integration contract e2e bench-ingest bench-usage manifests clean
+.PHONY: run test lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-ingest: $(STAMP)
 ## bench-usage: 10M events; real-time summary latency at 1M and 10M; exact vs bare SQL
 bench-usage: $(STAMP)
 	$(BIN)/python bench/usage.py
+
+## bench-calculate: 5 charges over 1M events per metric, against the exact scans it needs
+bench-calculate: $(STAMP)
+	$(BIN)/python bench/calculate.py
 
 ## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
 manifests: $(STAMP)
