@@ -180,6 +180,14 @@ def test_the_same_inputs_give_the_same_calculation_and_a_new_event_a_new_one(see
     first = _calculate(client, subscription_id)
     again = _calculate(client, subscription_id)
     assert again == first
+    # Byte for byte: the stored calculation is what every later call returns.
+    body = {
+        "subscription_id": subscription_id,
+        "period_start": JUNE.isoformat(),
+        "period_end": JULY.isoformat(),
+    }
+    raw = [client.post("/v1/pricing/calculate", json=body).get_data() for _ in range(2)]
+    assert raw[0] == raw[1] and json.loads(raw[0]) == first
     assert client.get(f"/v1/pricing/calculations/{first['id']}").get_json() == first
     ingest.ingest(
         [
