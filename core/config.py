@@ -40,6 +40,11 @@ class Settings(BaseSettings):
 
     request_body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
 
+    # Invoices: numbers are <prefix>-<year>-<6 digits>, gap-free per series; due dates
+    # are issue + net terms (a customer's metadata.net_terms_days overrides the default).
+    abaxus_invoice_prefix: str = Field(default="ABX", pattern=r"^[A-Z0-9]{1,10}$")
+    abaxus_net_terms_days: int = Field(default=30, ge=0, le=365)
+
     # Parity reconciliation on every aggregate tick: the last N whole hours, for a random
     # sample of this many customers with usage in them.
     abaxus_parity_window_hours: int = Field(default=24, ge=1, le=24 * 400)

@@ -9,30 +9,96 @@ import functions_framework
 
 from core.adapters.queue import JobHandler
 from core.domain import errors, event_types
-from core.services import jobs
+from core.domain.invoices import NewAdjustment, NewInvoice, VoidInvoice
+from core.services import invoicing, jobs
 from core.services.cloudevents import ReceivedEvent
-from functions.http import FunctionApp
+from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("invoice")
 ISSUE = "issue #7, invoicing and charging"
 QUEUE = "invoice"
 JOB_HANDLERS: dict[str, JobHandler] = {}
 
+STATUSES = ("draft", "issued", "paid", "payment_failed", "void")
+
 log = logging.getLogger(__name__)
 
 for rule, methods in (
-    ("/v1/invoices", ["GET", "POST"]),
     ("/v1/invoices/bulk", ["POST"]),
     ("/v1/invoices/runs/<run_id>", ["GET"]),
-    ("/v1/invoices/<invoice_id>", ["GET"]),
-    ("/v1/invoices/<invoice_id>/issue", ["POST"]),
-    ("/v1/invoices/<invoice_id>/void", ["POST"]),
     ("/v1/invoices/<invoice_id>/charge", ["POST"]),
     ("/v1/invoices/<invoice_id>/mark-paid", ["POST"]),
-    ("/v1/invoices/<invoice_id>/explain", ["GET"]),
-    ("/v1/adjustments", ["GET", "POST"]),
 ):
     APP.not_implemented(rule, methods, ISSUE)
+
+
+@APP.route("/v1/invoices", ["POST"], body=NewInvoice, status=201)
+def create_invoice(request: Request) -> Reply:
+    """The period's draft: 201 when created, 200 with the existing invoice otherwise."""
+    body = validate(NewInvoice, request.json())
+    invoice, created = invoicing.create_draft(
+        request.require_caller(), body.subscription_id, body.period_start, body.period_end
+    )
+    return Reply(invoice, status=201 if created else 200)
+
+
+@APP.route("/v1/invoices")
+def list_invoices(request: Request) -> Reply:
+    status = request.query("status")
+    if status is not None and status not in STATUSES:
+        raise errors.ValidationFailed(
+            f"status is one of {', '.join(STATUSES)}",
+            errors=[errors.FieldError(("query", "status"), "unknown status")],
+        )
+    return list_reply(
+        *invoicing.list_invoices(
+            customer_id=request.query("customer_id"),
+            status=status,
+            cursor=request.query("cursor"),
+            limit=request.limit(),
+        )
+    )
+
+
+@APP.route("/v1/invoices/<invoice_id>")
+def get_invoice(request: Request) -> Reply:
+    return Reply(invoicing.get_invoice(request.params["invoice_id"]))
+
+
+@APP.route("/v1/invoices/<invoice_id>/issue", ["POST"])
+def issue_invoice(request: Request) -> Reply:
+    issued = invoicing.issue(request.require_caller(), request.params["invoice_id"])
+    return Reply(issued)
+
+
+@APP.route("/v1/invoices/<invoice_id>/void", ["POST"], body=VoidInvoice)
+def void_invoice(request: Request) -> Reply:
+    body = validate(VoidInvoice, request.json())
+    return Reply(
+        invoicing.void(request.require_caller(), request.params["invoice_id"], body.reason)
+    )
+
+
+@APP.route("/v1/invoices/<invoice_id>/explain")
+def explain_invoice(request: Request) -> Reply:
+    return Reply(invoicing.explain(request.params["invoice_id"]))
+
+
+@APP.route("/v1/adjustments", ["POST"], body=NewAdjustment, status=201)
+def create_adjustment(request: Request) -> Reply:
+    body = validate(NewAdjustment, request.json())
+    return Reply(invoicing.record_adjustment(request.require_caller(), body), status=201)
+
+
+@APP.route("/v1/adjustments")
+def list_adjustments(request: Request) -> Reply:
+    return list_reply(
+        *invoicing.list_adjustments(
+            customer_id=request.required("customer_id"),
+            cursor=request.query("cursor"),
+            limit=request.limit(),
+        )
+    )
 
 
 @APP.on_event(

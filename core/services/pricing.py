@@ -159,7 +159,7 @@ def _usage_lines(
     return items
 
 
-def _compute(connection: Connection, context: Context) -> dict[str, Any]:
+def compute(connection: Connection, context: Context) -> dict[str, Any]:
     subscription, plan, period = context.subscription, context.plan, context.period
     coverage = context.coverage
     days = (
@@ -216,6 +216,12 @@ def _compute(connection: Connection, context: Context) -> dict[str, Any]:
     return dict(json.loads(canonical_json(body)))
 
 
+def context_for(connection: Connection, subscription_id: str, period: Period) -> Context:
+    """What a calculation of this subscription's period reads (late usage re-prices an
+    invoiced period with it)."""
+    return _context(connection, subscription_id, period.start, period.end, datetime.now(UTC))
+
+
 def calculate(
     subscription_id: str,
     *,
@@ -227,7 +233,7 @@ def calculate(
     now = now or datetime.now(UTC)
     with get_database().transaction() as connection:
         context = _context(connection, subscription_id, period_start, period_end, now)
-        body = _compute(connection, context)
+        body = compute(connection, context)
         stored = rows.get(connection, body["id"])
         if stored is not None:
             return stored
@@ -325,7 +331,7 @@ def verify(calculation_id: str) -> Verification:
             datetime.fromisoformat(stored["period"]["end"]),
             datetime.now(UTC),
         )
-        again = _compute(connection, context)
+        again = compute(connection, context)
     differences = []
     for number, (before, after) in enumerate(
         zip(stored["lines"], again["lines"], strict=False), start=1

@@ -48,7 +48,7 @@ def test_each_path_is_served_by_the_function_that_owns_it(dev_server):
     assert events.status_code == 200 and events.json() == {"data": [], "next_cursor": None}
     assert usage.status_code == 422 and usage.json()["errors"][0]["loc"] == ["query", "customer_id"]
     invoices = requests.post(
-        dev_server.base_url + "/v1/invoices", headers=headers, json={}, timeout=5
+        dev_server.base_url + "/v1/invoices/bulk", headers=headers, json={}, timeout=5
     )
     assert invoices.status_code == 501 and "issue #7" in invoices.json()["detail"]
     unknown = requests.get(dev_server.base_url + "/v2/anything", headers=headers, timeout=5)

@@ -1,0 +1,37 @@
+"""Request bodies of the invoicing API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from core.domain.fields import ClientId, ExactDecimal, Instant
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class NewInvoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    period_start: Instant
+    period_end: Instant
+
+
+class VoidInvoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    reason: Reason
+
+
+class NewAdjustment(BaseModel):
+    """A manual correction: positive (charge more) or negative (credit), with a reason;
+    carried by the customer's next invoice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    customer_id: ClientId
+    amount: ExactDecimal
+    reason: Reason
+    description: Reason | None = None
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    invoice_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
