@@ -1,0 +1,277 @@
+"""Invoices: drafts from exact calculations, gap-free numbers under concurrency, issued
+invoices the database will not change, late usage as adjustments carried once by the next
+invoice, credit carried forward, voids, explain."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import psycopg
+import pytest
+from functions_framework import create_app
+from sqlalchemy import text
+
+from core.adapters.postgres.database import get_database
+from core.services import aggregation, api_keys, ingest
+from core.services.caller import SYSTEM
+from tests.conftest import bearer
+from tests.fixtures.samples import create_metric
+from tests.integration.catalog_client import MAIN, Api
+
+JUNE, JULY, AUGUST = (datetime(2026, m, 1, tzinfo=UTC) for m in (6, 7, 8))
+NOW = datetime(2026, 8, 20, tzinfo=UTC)
+
+
+def _event(key, day, value="1", customer="cust_acme"):
+    return {
+        "customer_id": customer,
+        "metric_key": "api_calls",
+        "value": value,
+        "timestamp": (JUNE + timedelta(days=day, hours=3)).isoformat(),
+        "idempotency_key": key,
+    }
+
+
+class Client:
+    def __init__(self):
+        secret = api_keys.create_key(SYSTEM, name="admin", scopes=["admin"]).secret
+        self.api = Api(secret)
+        self.invoice = create_app(target="invoice", source=MAIN).test_client()
+        self.calculate = create_app(target="calculate", source=MAIN).test_client()
+        self.headers = bearer(secret)
+
+    def call(self, method, path, body=None, expect=200):
+        response = self.invoice.open(path, method=method, json=body, headers=self.headers)
+        assert response.status_code == expect, response.get_data(as_text=True)
+        return response.get_json()
+
+    def draft(self, subscription_id, start=JUNE, end=JULY, expect=201):
+        body = {
+            "subscription_id": subscription_id,
+            "period_start": start.isoformat(),
+            "period_end": end.isoformat(),
+        }
+        return self.call("POST", "/v1/invoices", body, expect)
+
+
+@pytest.fixture
+def billing(db):
+    create_metric("api_calls")
+    client = Client()
+    client.api.post(
+        "/v1/price-plans",
+        {
+            "code": "basic",
+            "name": "Basic",
+            "currency": "USD",
+            "interval": "month",
+            "charges": [
+                {"metric_key": "api_calls", "model": "per_unit", "unit_price": "0.01"},
+                {"model": "flat_fee", "name": "Platform fee", "amount": "10"},
+            ],
+        },
+    )
+    client.api.post("/v1/customers", {"id": "cust_acme", "name": "Acme", "currency": "USD"})
+    subscription = client.api.post(
+        "/v1/subscriptions",
+        {"customer_id": "cust_acme", "plan_code": "basic", "starts_at": JUNE.isoformat()},
+    )
+    ingest.ingest([_event(f"e{n}", n % 30) for n in range(300)], now=NOW)
+    aggregation.drain()
+    return client, subscription["id"]
+
+
+def test_a_draft_is_the_calculation_and_a_second_request_returns_it(billing):
+    client, subscription_id = billing
+    draft = client.draft(subscription_id)
+    # 300 calls * 0.01 = 3 + platform fee 10 = 13
+    assert (draft["status"], draft["number"], draft["total"], draft["subtotal"]) == (
+        "draft",
+        None,
+        "13",
+        "13",
+    )
+    assert [(line["charge"], line["amount"]) for line in draft["lines"]] == [
+        ("api_calls", "3"),
+        ("Platform fee", "10"),
+    ]
+    assert client.draft(subscription_id, expect=200) == draft
+    explained = client.call("GET", f"/v1/invoices/{draft['id']}/explain")
+    usage_line = explained["lines"][0]
+    assert (usage_line["plan_version"], usage_line["meter_version"], usage_line["event_count"]) == (
+        1,
+        1,
+        300,
+    )
+    events = client.calculate.get(usage_line["events_url"], headers=client.headers).get_json()
+    assert len(events["data"]) == 100 and events["next_cursor"] is not None
+
+
+def test_issue_numbers_the_invoice_and_it_can_never_change(billing, database_url):
+    client, subscription_id = billing
+    draft = client.draft(subscription_id)
+    issued = client.call("POST", f"/v1/invoices/{draft['id']}/issue")
+    assert issued["status"] == "issued" and issued["number"] == "ABX-2026-000001"
+    issued_at = datetime.fromisoformat(issued["issued_at"])
+    assert datetime.fromisoformat(issued["due_at"]) == issued_at + timedelta(days=30)
+    assert client.call("POST", f"/v1/invoices/{draft['id']}/issue") == issued  # idempotent
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        for statement in (
+            "UPDATE invoices SET total = 0",
+            "UPDATE invoices SET lines = '[]'::jsonb",
+            "UPDATE invoices SET number = 'ABX-2026-999999'",
+            "UPDATE invoices SET status = 'draft'",
+            "DELETE FROM invoices",
+        ):
+            with pytest.raises(psycopg.Error) as refused:
+                connection.execute(statement)
+            assert refused.value.sqlstate == "AB001", statement
+        connection.execute("UPDATE invoices SET status = 'paid', paid_at = now()")
+        assert connection.execute("SELECT status, total FROM invoices").fetchone() == (
+            "paid",
+            D("13"),
+        )
+
+
+def test_numbers_are_gap_free_under_20_concurrent_issues(billing):
+    client, _ = billing
+    drafts = []
+    for n in range(20):
+        customer = f"cust_{n}"
+        client.api.post("/v1/customers", {"id": customer, "name": customer, "currency": "USD"})
+        subscription = client.api.post(
+            "/v1/subscriptions",
+            {"customer_id": customer, "plan_code": "basic", "starts_at": JUNE.isoformat()},
+        )
+        drafts.append(client.draft(subscription["id"])["id"])
+    # A transaction that takes a number and rolls back gives it back.
+    with pytest.raises(RuntimeError), get_database().transaction() as connection:
+        from core.adapters.postgres.invoices import next_number
+
+        assert next_number(connection, "ABX-2026") == 1
+        raise RuntimeError("roll back")
+    barrier = threading.Barrier(20)
+    numbers, failures = [], []
+
+    def issue(invoice_id):
+        try:
+            barrier.wait(10)
+            from core.services import invoicing
+
+            numbers.append(invoicing.issue(SYSTEM, invoice_id)["number"])
+        except Exception as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=issue, args=(d,)) for d in drafts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    assert sorted(numbers) == [f"ABX-2026-{n:06d}" for n in range(1, 21)]
+
+
+def test_late_usage_becomes_an_adjustment_carried_once_by_the_next_invoice(billing):
+    client, subscription_id = billing
+    june = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    # 120 events for June arrive after the June invoice was issued.
+    ingest.ingest([_event(f"late{n}", 20) for n in range(120)], now=NOW)
+    aggregation.drain()
+    adjustments = client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"]
+    assert len(adjustments) == 1
+    late = adjustments[0]
+    assert (
+        late["kind"],
+        late["quantity_delta"],
+        late["amount_delta"],
+        late["original_invoice_id"],
+    ) == (
+        "late_usage",
+        "120",
+        "1.2",  # 120 * 0.01 under June's plan version and meter version 1
+        june["id"],
+    )
+    assert late["description"] == f"Late usage for June 2026 ({june['number']}): api_calls +120"
+    # More late events for the same period: only the new difference is adjusted.
+    ingest.ingest([_event(f"later{n}", 21) for n in range(30)], now=NOW)
+    aggregation.drain()
+    assert sorted(
+        a["amount_delta"]
+        for a in client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"]
+    ) == ["0.3", "1.2"]
+    # The issued invoice did not change.
+    assert client.call("GET", f"/v1/invoices/{june['id']}") == june
+    july = client.draft(subscription_id, JULY, AUGUST)
+    carried = [line for line in july["lines"] if line["type"] == "adjustment"]
+    assert sorted(line["amount"] for line in carried) == ["0.3", "1.2"]
+    # July: no usage, platform fee 10, plus 1.5 of June's late usage
+    assert july["total"] == "11.5"
+    pending = [
+        a
+        for a in client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"]
+        if a["applied_invoice_id"] is None
+    ]
+    assert pending == []
+    # Applied once: a redraft for another period does not carry them again.
+    client.api.post(
+        "/v1/subscriptions",
+        {"customer_id": "cust_acme", "plan_code": "basic", "starts_at": JUNE.isoformat()},
+    )
+    with get_database().transaction() as connection:
+        applied = connection.execute(
+            text("SELECT count(DISTINCT applied_invoice_id) FROM adjustments")
+        ).scalar_one()
+    assert applied == 1
+
+
+def test_a_credit_bigger_than_the_invoice_is_carried_forward(billing):
+    client, subscription_id = billing
+    created = client.call(
+        "POST",
+        "/v1/adjustments",
+        {"customer_id": "cust_acme", "amount": "-20", "reason": "goodwill: outage on June 3"},
+        201,
+    )
+    assert (created["kind"], created["amount_delta"]) == ("manual", "-20")
+    june = client.draft(subscription_id)
+    # 13 of usage and fees - 20 of credit = -7: nothing due, 7 carried forward
+    assert (june["subtotal"], june["total"], june["credit_carried"]) == ("-7", "0", "7")
+    issued = client.call("POST", f"/v1/invoices/{june['id']}/issue")
+    july = client.draft(subscription_id, JULY, AUGUST)
+    credit = [line for line in july["lines"] if line["type"] == "adjustment"]
+    assert [(line["kind"], line["amount"]) for line in credit] == [("credit_carried", "-7")]
+    assert credit[0]["description"] == f"Credit carried forward from {issued['number']}"
+    assert july["total"] == "3"  # platform fee 10 - 7
+
+
+def test_voiding(billing):
+    client, subscription_id = billing
+    client.call(
+        "POST",
+        "/v1/adjustments",
+        {"customer_id": "cust_acme", "amount": "5", "reason": "setup"},
+        201,
+    )
+    draft = client.draft(subscription_id)
+    assert draft["total"] == "18"
+    voided = client.call("POST", f"/v1/invoices/{draft['id']}/void", {"reason": "wrong period"})
+    assert (voided["status"], voided["number"]) == ("void", None)
+    # The draft's adjustment is pending again.
+    pending = client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"]
+    assert [a["applied_invoice_id"] for a in pending] == [None]
+    july = client.draft(subscription_id, JULY, AUGUST)
+    issued = client.call("POST", f"/v1/invoices/{july['id']}/issue")
+    void_issued = client.call("POST", f"/v1/invoices/{july['id']}/void", {"reason": "duplicate"})
+    assert (void_issued["status"], void_issued["number"], void_issued["amount_due"]) == (
+        "void",
+        issued["number"],
+        "0",
+    )
+    notes = [
+        a
+        for a in client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"]
+        if a["kind"] == "void_credit"
+    ]
+    assert [(n["amount_delta"], n["applied_invoice_id"]) for n in notes] == [("-15", july["id"])]
+    refused = client.invoice.post(f"/v1/invoices/{july['id']}/issue", headers=client.headers)
+    assert refused.status_code == 409 and refused.get_json()["code"] == "invoice_void"
