@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # are issue + net terms (a customer's metadata.net_terms_days overrides the default).
     abaxus_invoice_prefix: str = Field(default="ABX", pattern=r"^[A-Z0-9]{1,10}$")
     abaxus_net_terms_days: int = Field(default=30, ge=0, le=365)
+    # The billing cycle: a period is invoiced once it ended this many seconds ago (late
+    # events inside the grace land on the invoice itself); drafts are issued at once.
+    abaxus_invoice_grace: int = Field(default=3600, ge=0, le=30 * 86400)
+    abaxus_auto_issue: bool = True
 
     # Parity reconciliation on every aggregate tick: the last N whole hours, for a random
     # sample of this many customers with usage in them.

@@ -101,19 +101,45 @@ def list_adjustments(request: Request) -> Reply:
     )
 
 
-@APP.on_event(
-    event_types.CALCULATION_COMPLETED, event_types.PAYMENT_SUCCEEDED, event_types.PAYMENT_FAILED
-)
-def on_pipeline_event(event: ReceivedEvent) -> None:
+@APP.on_event(event_types.CALCULATION_COMPLETED, dedupe=False)
+def on_calculation_completed(event: ReceivedEvent) -> None:
+    """Draft (and with ABAXUS_AUTO_ISSUE issue) the period's invoice. Runs on every
+    delivery: the invoice is unique per period, issuing is idempotent, and invoice.issued
+    is announced again with the same id, so a redelivery changes nothing."""
+    data = event.data
+    if not (isinstance(data, dict) and {"subscription_id", "period"} <= data.keys()):
+        raise errors.UnprocessableEvent(
+            "calculation.completed data needs subscription_id and period",
+            code="invalid_calculation_event",
+        )
+    try:
+        invoice = invoicing.on_calculation_completed(data)
+    except (errors.NotFound, errors.ValidationFailed, errors.Conflict) as error:
+        raise errors.UnprocessableEvent(error.detail, code=error.code) from error
+    log.info(
+        "invoice from calculation", extra={"invoice_id": invoice["id"], "status": invoice["status"]}
+    )
+
+
+@APP.on_event(event_types.PAYMENT_SUCCEEDED, event_types.PAYMENT_FAILED)
+def on_payment_event(event: ReceivedEvent) -> None:
     raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
 
 
 @APP.on_event(event_types.BILLING_TICK, event_types.KNATIVE_PING)
 def on_tick(event: ReceivedEvent) -> None:
-    """Drain due invoicing work (the billing cycle adds its jobs in issue #7)."""
+    """The billing cycle: request an invoice for every period that ended more than the
+    grace ago and has none; then drain due invoicing work."""
+    requested = invoicing.request_due_invoices()
     result = jobs.drain(QUEUE, JOB_HANDLERS)
     log.info(
-        "billing tick", extra={"claimed": result.claimed, "done": result.done, "dead": result.dead}
+        "billing tick",
+        extra={
+            "invoices_requested": requested,
+            "claimed": result.claimed,
+            "done": result.done,
+            "dead": result.dead,
+        },
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,13 +18,14 @@ from core.adapters.postgres import customers as customer_rows
 from core.adapters.postgres import invoices as rows
 from core.adapters.postgres.database import get_database
 from core.config import settings
+from core.domain import event_types
 from core.domain.canonical import decimal_text
 from core.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from core.domain.invoices import NewAdjustment
 from core.domain.money import round_to_currency
-from core.domain.periods import Period
+from core.domain.periods import PERIOD_INDEX_MAX, Interval, Period, period_at
 from core.domain.pricing.engine import sha256
-from core.services import audit, pricing
+from core.services import audit, notify, pricing
 from core.services.caller import SYSTEM, Caller
 from core.services.listing import paginate
 
@@ -478,3 +480,78 @@ def record_late_usage(connection: Connection, job_ids: list[int]) -> int:
             state={"adjustments": recorded},
         )
     return recorded
+
+
+@dataclass(frozen=True)
+class DuePeriod:
+    subscription_id: str
+    start: datetime
+    end: datetime
+
+
+def due_periods(now: datetime | None = None, *, limit: int = 10_000) -> list[DuePeriod]:
+    """Every subscription period that ended more than the grace ago and has no invoice
+    yet (oldest first, at most `limit`: the next tick goes on)."""
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(seconds=settings().abaxus_invoice_grace)
+    due: list[DuePeriod] = []
+    with get_database().transaction() as connection:
+        for row in rows.subscriptions_to_bill(connection, cutoff):
+            interval = Interval(row["interval"])
+            invoiced = rows.invoiced_period_ends(connection, row["id"])
+            for index in range(PERIOD_INDEX_MAX):
+                period = period_at(row["starts_at"], interval, index)
+                if row["ends_at"] is not None and period.start >= row["ends_at"]:
+                    break
+                end = min(period.end, row["ends_at"] or period.end)
+                if end > cutoff:
+                    break
+                if end not in invoiced:
+                    due.append(DuePeriod(row["id"], period.start, end))
+                if len(due) >= limit:
+                    return due
+    return due
+
+
+def request_due_invoices(now: datetime | None = None) -> int:
+    """The billing tick: ask `calculate` for every due period (CloudEvent id derived from
+    the subscription and period, so overlapping ticks ask the same question)."""
+    due = due_periods(now)
+    for item in due:
+        notify.bus().emit(
+            event_types.INVOICE_REQUESTED,
+            {
+                "subscription_id": item.subscription_id,
+                "period_start": item.start.isoformat(),
+                "period_end": item.end.isoformat(),
+            },
+            event_id=f"invoice-request-{item.subscription_id}-{item.end:%Y%m%dT%H%M%SZ}",
+        )
+    return len(due)
+
+
+def on_calculation_completed(data: dict[str, Any]) -> dict[str, Any]:
+    """Draft the period's invoice (the existing one if any) and, with auto-issue, issue
+    it and announce `invoice.issued` (same CloudEvent id on every redelivery)."""
+    period = data["period"]
+    invoice, _ = create_draft(
+        SYSTEM,
+        str(data["subscription_id"]),
+        datetime.fromisoformat(str(period["start"])),
+        datetime.fromisoformat(str(period["end"])),
+    )
+    if settings().abaxus_auto_issue and invoice["status"] == "draft":
+        invoice = issue(SYSTEM, invoice["id"])
+    if invoice["status"] in {"issued", "paid", "payment_failed"}:
+        notify.emit_after_commit(
+            event_types.INVOICE_ISSUED,
+            {
+                "invoice_id": invoice["id"],
+                "number": invoice["number"],
+                "customer_id": invoice["customer_id"],
+                "total": invoice["total"],
+                "currency": invoice["currency"],
+            },
+            event_id=f"invoice-issued-{invoice['id']}",
+        )
+    return invoice

@@ -137,3 +137,88 @@ def test_ingested_events_reach_the_realtime_summary_through_the_broker(dev_serve
         timeout=10,
     ).json()
     assert parity["agree"] is True and parity["data"][0]["status"] == "agree"
+
+
+def test_the_billing_tick_alone_issues_the_invoice_and_overlapping_ticks_change_nothing(dev_server):
+    """tick -> invoice.requested -> calculate -> calculation.completed -> invoice drafts and
+    issues, all through the local broker, with no API call for the invoice itself."""
+    headers = {"Authorization": f"Bearer {dev_server.printed_key()}"}
+    base = dev_server.base_url
+
+    def post(path, body):
+        response = requests.post(base + path, headers=headers, json=body, timeout=10)
+        assert response.status_code in {200, 201, 207}, response.text
+        return response.json()
+
+    post(
+        "/v1/metrics",
+        {
+            "key": "scans",
+            "name": "Scans",
+            "aggregation": "sum",
+            "effective_from": "2026-01-01T00:00:00Z",
+        },
+    )
+    post(
+        "/v1/price-plans",
+        {
+            "code": "scan",
+            "name": "Scan",
+            "currency": "USD",
+            "interval": "month",
+            "charges": [{"metric_key": "scans", "model": "per_unit", "unit_price": "0.5"}],
+        },
+    )
+    post("/v1/customers", {"id": "cust_tick", "name": "Tick", "currency": "USD"})
+    starts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=45)
+    post(
+        "/v1/subscriptions",
+        {"customer_id": "cust_tick", "plan_code": "scan", "starts_at": starts.isoformat()},
+    )
+    events = [
+        {
+            "customer_id": "cust_tick",
+            "metric_key": "scans",
+            "value": 3,
+            "timestamp": (starts + timedelta(days=n)).isoformat(),
+            "idempotency_key": f"tick-scan-{n}",
+        }
+        for n in range(10)
+    ]
+    assert post("/v1/events/batch", {"events": events})["accepted"] == 10
+
+    def tick(event_id):
+        event = CloudEvent(
+            {
+                "type": "dev.abaxus.billing.tick.v1",
+                "source": "/e2e",
+                "id": event_id,
+                "datacontenttype": "application/json",
+            },
+            {"tick": "billing"},
+        )
+        ce_headers, body = to_structured(event)
+        assert (
+            requests.post(base + "/", headers=ce_headers, data=body, timeout=5).status_code == 202
+        )
+
+    def invoices():
+        return requests.get(
+            base + "/v1/invoices", headers=headers, params={"customer_id": "cust_tick"}, timeout=10
+        ).json()["data"]
+
+    tick("billing-1")
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and not any(i["status"] == "issued" for i in invoices()):
+        time.sleep(0.3)
+    (issued,) = invoices()
+    # 10 events * 3 scans * 0.5 = 15
+    assert (issued["status"], issued["total"], issued["number"]) == (
+        "issued",
+        "15",
+        "ABX-2026-000001",
+    )
+    tick("billing-1")  # redelivered
+    tick("billing-2")  # the next, overlapping tick
+    time.sleep(3)
+    assert invoices() == [issued]
