@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     abaxus_invoice_grace: int = Field(default=3600, ge=0, le=30 * 86400)
     abaxus_auto_issue: bool = True
 
+    # Invoice emails (sent on issue when SMTP_URL is set: smtp://[user:password@]host[:port],
+    # or smtps:// for implicit TLS; smtp:// upgrades with STARTTLS when the server offers
+    # it) and the seller shown on invoices.
+    smtp_url: str | None = None
+    abaxus_email_from: str = "billing@abaxus.invalid"
+    abaxus_seller_name: str = "ABAXUS seller"
+    abaxus_seller_address: str = ""
+    abaxus_seller_email: str = ""
+
     # Parity reconciliation on every aggregate tick: the last N whole hours, for a random
     # sample of this many customers with usage in them.
     abaxus_parity_window_hours: int = Field(default=24, ge=1, le=24 * 400)

@@ -104,6 +104,8 @@ class Reply:
     body: Any = None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    # A text body of this type (HTML, plain text) instead of JSON.
+    content_type: str | None = None
 
 
 @dataclass
@@ -541,6 +543,10 @@ def decode_event_data(headers: Mapping[str, str], body: bytes) -> Any:
 def _render(reply: Reply) -> flask.Response:
     if reply.body is None:
         return flask.Response(status=reply.status, headers=reply.headers)
+    if reply.content_type is not None:
+        return flask.Response(
+            reply.body, status=reply.status, headers=reply.headers, content_type=reply.content_type
+        )
     return flask.Response(
         to_json(reply.body),
         status=reply.status,

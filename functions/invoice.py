@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import flask
 import functions_framework
 
 from core.adapters.queue import JobHandler
+from core.config import settings
 from core.domain import errors, event_types
 from core.domain.invoices import NewAdjustment, NewInvoice, VoidInvoice
-from core.services import invoicing, jobs
+from core.services import invoice_documents, invoicing, jobs
 from core.services.cloudevents import ReceivedEvent
+from core.services.requests import after_commit as requests_after_commit
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("invoice")
 ISSUE = "issue #7, invoicing and charging"
 QUEUE = "invoice"
-JOB_HANDLERS: dict[str, JobHandler] = {}
+JOB_HANDLERS: dict[str, JobHandler] = {invoicing.EMAIL_JOB: invoice_documents.send_email}
 
 STATUSES = ("draft", "issued", "paid", "payment_failed", "void")
 
@@ -65,10 +68,32 @@ def get_invoice(request: Request) -> Reply:
     return Reply(invoicing.get_invoice(request.params["invoice_id"]))
 
 
+@APP.route("/v1/invoices/<invoice_id>.html")
+def invoice_html(request: Request) -> Reply:
+    html, _ = invoice_documents.render(request.params["invoice_id"])
+    return Reply(html, content_type="text/html; charset=utf-8")
+
+
 @APP.route("/v1/invoices/<invoice_id>/issue", ["POST"])
 def issue_invoice(request: Request) -> Reply:
+    """Number the invoice and make it final; with SMTP configured, its email job runs
+    right after the commit (and on every billing tick until it succeeds)."""
     issued = invoicing.issue(request.require_caller(), request.params["invoice_id"])
+    if settings().smtp_url:
+        after_commit_drain()
     return Reply(issued)
+
+
+def after_commit_drain() -> None:
+    """Send due invoice emails in the background once this request has committed."""
+
+    def drain() -> None:
+        try:
+            jobs.drain(QUEUE, JOB_HANDLERS)
+        except Exception:  # the tick drains again; a request must not fail for this
+            log.exception("background drain of invoice jobs failed")
+
+    requests_after_commit(lambda: threading.Thread(target=drain, daemon=True).start())
 
 
 @APP.route("/v1/invoices/<invoice_id>/void", ["POST"], body=VoidInvoice)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from core.adapters import queue
 from core.adapters.postgres import customers as customer_rows
 from core.adapters.postgres import invoices as rows
 from core.adapters.postgres.database import get_database
@@ -30,6 +31,8 @@ from core.services.caller import SYSTEM, Caller
 from core.services.listing import paginate
 
 ZERO = Decimal(0)
+INVOICE_QUEUE = "invoice"
+EMAIL_JOB = "email"  # payload {"invoice_id"}: core.services.invoice_documents.send_email
 log = logging.getLogger(__name__)
 
 
@@ -215,6 +218,14 @@ def issue(caller: Caller, invoice_id: str, now: datetime | None = None) -> dict[
                     "reason": f"credit carried forward from {issued['number']}",
                     "description": f"Credit carried forward from {issued['number']}",
                 },
+            )
+        if settings().smtp_url:  # emailed by a job: a failed email never blocks the issue
+            queue.enqueue(
+                connection,
+                INVOICE_QUEUE,
+                EMAIL_JOB,
+                {"invoice_id": invoice_id},
+                dedupe_key=f"email-{invoice_id}",
             )
         audit.record(
             connection,

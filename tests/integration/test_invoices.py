@@ -275,3 +275,110 @@ def test_voiding(billing):
     assert [(n["amount_delta"], n["applied_invoice_id"]) for n in notes] == [("-15", july["id"])]
     refused = client.invoice.post(f"/v1/invoices/{july['id']}/issue", headers=client.headers)
     assert refused.status_code == 409 and refused.get_json()["code"] == "invoice_void"
+
+
+class Inbox:
+    def __init__(self):
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 Message accepted"
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    from core.config import reload_settings
+
+    port = _free_port()
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{port}")
+    monkeypatch.setenv("ABAXUS_SELLER_NAME", "Seller & Co")
+    reload_settings()
+    yield inbox, controller
+    if getattr(controller, "_thread", None) is not None:
+        controller.stop()
+    monkeypatch.delenv("SMTP_URL")
+    monkeypatch.delenv("ABAXUS_SELLER_NAME")
+    reload_settings()
+
+
+def _drain_invoice_jobs():
+    from core.services import jobs
+    from functions.invoice import JOB_HANDLERS, QUEUE
+
+    return jobs.drain(QUEUE, JOB_HANDLERS)
+
+
+def test_an_issued_invoice_is_emailed_in_text_and_html_and_an_outage_is_retried(billing, smtp):
+    import email
+    from email import policy
+
+    inbox, controller = smtp
+    client, subscription_id = billing
+    client.api.patch(
+        "/v1/customers/cust_acme", {"email": "ap@acme.test", "name": "Acme <b>Inc</b>"}
+    )
+    draft = client.draft(subscription_id)
+    # The SMTP server is down: the issue still succeeds, the email job waits to retry.
+    from core.services import invoicing
+
+    issued = invoicing.issue(SYSTEM, draft["id"])
+    assert issued["status"] == "issued"
+    outage = _drain_invoice_jobs()
+    assert (outage.claimed, outage.retried, outage.done) == (1, 1, 0)
+    with get_database().transaction() as connection:
+        job = connection.execute(
+            text("SELECT status, attempts, last_error FROM jobs WHERE kind = 'email'")
+        ).one()
+    assert job.status == "pending" and job.attempts == 1 and "refused" in job.last_error.lower()
+    # The server is back; the retry (made due now) delivers it.
+    controller.start()
+    with get_database().transaction() as connection:
+        connection.execute(text("UPDATE jobs SET run_after = now() WHERE kind = 'email'"))
+    assert _drain_invoice_jobs().done == 1
+    (envelope,) = inbox.envelopes
+    message = email.message_from_bytes(envelope.content, policy=policy.default)
+    assert envelope.rcpt_tos == ["ap@acme.test"]
+    assert message["Subject"] == f"Invoice {issued['number']} from Seller & Co: 13 USD"
+    text_part = message.get_body(preferencelist=("plain",)).get_content()
+    html_part = message.get_body(preferencelist=("html",)).get_content()
+    for part in (text_part, html_part):
+        assert issued["number"] in part and "13" in part and issued["checksum"] in part
+    assert "Total due: 13 USD" in text_part
+    assert "Acme &lt;b&gt;Inc&lt;/b&gt;" in html_part  # customer text is escaped in HTML
+    with get_database().transaction() as connection:
+        sent = connection.execute(
+            text("SELECT invoice_id, recipient, message_id FROM invoice_emails")
+        ).one()
+    assert (sent.invoice_id, sent.recipient, sent.message_id) == (
+        issued["id"],
+        "ap@acme.test",
+        message["Message-ID"],
+    )
+    assert _drain_invoice_jobs().claimed == 0  # sent once
+
+
+def test_the_invoice_as_html(billing):
+    client, subscription_id = billing
+    issued = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    response = client.invoice.get(f"/v1/invoices/{issued['id']}.html", headers=client.headers)
+    assert response.status_code == 200 and response.content_type == "text/html; charset=utf-8"
+    page = response.get_data(as_text=True)
+    assert f"Invoice {issued['number']}" in page and "<strong>13 USD</strong>" in page
+    assert "api_calls (per_unit, api_calls, meter v1)" in page
+    assert (
+        client.invoice.get(f"/v1/invoices/{issued['id']}", headers=client.headers).get_json()
+        == issued
+    )

@@ -337,3 +337,13 @@ adjustments = Table(
     Column("applied_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+invoice_emails = Table(
+    "invoice_emails",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("invoice_id", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+)
