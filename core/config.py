@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     abaxus_seller_address: str = ""
     abaxus_seller_email: str = ""
 
+    # Charging. Stripe: the secret key, the API base (tests point it at a local server),
+    # the webhook signing secret. Dunning: days between a failed attempt and the next
+    # (bounded: after the last one the invoice stays payment_failed).
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
+    abaxus_dunning_days: str = Field(default="1,3,7", pattern=r"^\d{1,3}(,\d{1,3}){0,9}$")
+
+    @property
+    def dunning_days(self) -> list[int]:
+        return [int(day) for day in self.abaxus_dunning_days.split(",")]
+
     # Parity reconciliation on every aggregate tick: the last N whole hours, for a random
     # sample of this many customers with usage in them.
     abaxus_parity_window_hours: int = Field(default=24, ge=1, le=24 * 400)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 import flask
 import functions_framework
+import stripe
 
+from core.config import settings
 from core.domain import errors, event_types
+from core.services import charging, jobs
+from core.services.caller import SYSTEM
 from core.services.cloudevents import ReceivedEvent
+from core.services.requests import after_commit as requests_after_commit
 from functions.http import FunctionApp, Reply, Request
 
 APP = FunctionApp("charge")
 ISSUE = "issue #7, invoicing and charging"
+HANDLERS = {charging.ATTEMPT_JOB: charging.run_attempt}
+
+log = logging.getLogger(__name__)
 
 APP.not_implemented("/v1/payments", ["GET"], ISSUE)
 APP.not_implemented("/v1/payments/<payment_id>", ["GET"], ISSUE)
@@ -19,12 +29,50 @@ APP.not_implemented("/v1/payments/<payment_id>", ["GET"], ISSUE)
 # Webhooks authenticate by the provider's signature, not by an API key (scope None).
 @APP.route("/v1/webhooks/stripe", ["POST"], scope=None)
 def stripe_webhook(request: Request) -> Reply:
-    raise errors.NotImplementedYet(f"Stripe webhooks are not implemented yet ({ISSUE})")
+    secret = settings().stripe_webhook_secret
+    if not secret:
+        raise errors.Unavailable("STRIPE_WEBHOOK_SECRET is not configured", code="webhooks_off")
+    try:
+        event = stripe.Webhook.construct_event(  # type: ignore[no-untyped-call]
+            request.body, request.raw.headers.get("Stripe-Signature", ""), secret
+        )
+    except stripe.SignatureVerificationError as error:
+        raise errors.Unauthenticated(
+            "the Stripe signature does not verify", code="invalid_signature"
+        ) from error
+    except ValueError as error:
+        raise errors.MalformedRequest("the webhook body is not a Stripe event") from error
+    return Reply({"received": True, "outcome": charging.stripe_event(event)})
 
 
-@APP.on_event(event_types.INVOICE_ISSUED)
+@APP.on_event(event_types.INVOICE_ISSUED, dedupe=False)
 def on_invoice_issued(event: ReceivedEvent) -> None:
-    raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
+    """Charge a newly issued invoice (an attempt already queued is not queued again, so a
+    redelivery charges nothing twice), then run due attempts."""
+    data = event.data if isinstance(event.data, dict) else {}
+    invoice_id = data.get("invoice_id")
+    if not isinstance(invoice_id, str):
+        raise errors.UnprocessableEvent(
+            "invoice.issued data needs invoice_id", code="invalid_invoice_event"
+        )
+    try:
+        charging.request_charge(SYSTEM, invoice_id)
+        requests_after_commit(_run_due_attempts)
+    except errors.Conflict:
+        log.info("invoice not chargeable (already settled)", extra={"invoice_id": invoice_id})
+    except errors.NotFound as error:
+        raise errors.UnprocessableEvent(error.detail, code=error.code) from error
+
+
+def _run_due_attempts() -> None:
+    jobs.drain(charging.CHARGE_QUEUE, HANDLERS)
+
+
+@APP.on_event(event_types.BILLING_TICK, event_types.KNATIVE_PING)
+def on_tick(event: ReceivedEvent) -> None:
+    """Run due payment attempts (dunning retries come due here)."""
+    result = jobs.drain(charging.CHARGE_QUEUE, HANDLERS)
+    log.info("charge tick", extra={"claimed": result.claimed, "done": result.done})
 
 
 @functions_framework.http

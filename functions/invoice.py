@@ -11,8 +11,8 @@ import functions_framework
 from core.adapters.queue import JobHandler
 from core.config import settings
 from core.domain import errors, event_types
-from core.domain.invoices import NewAdjustment, NewInvoice, VoidInvoice
-from core.services import invoice_documents, invoicing, jobs
+from core.domain.invoices import MarkPaid, NewAdjustment, NewInvoice, VoidInvoice
+from core.services import charging, invoice_documents, invoicing, jobs
 from core.services.cloudevents import ReceivedEvent
 from core.services.requests import after_commit as requests_after_commit
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
@@ -29,10 +29,32 @@ log = logging.getLogger(__name__)
 for rule, methods in (
     ("/v1/invoices/bulk", ["POST"]),
     ("/v1/invoices/runs/<run_id>", ["GET"]),
-    ("/v1/invoices/<invoice_id>/charge", ["POST"]),
-    ("/v1/invoices/<invoice_id>/mark-paid", ["POST"]),
 ):
     APP.not_implemented(rule, methods, ISSUE)
+
+
+@APP.route("/v1/invoices/<invoice_id>/charge", ["POST"], status=202)
+def charge_invoice(request: Request) -> Reply:
+    """Queue a payment attempt through the customer's provider; it runs once this request
+    has committed, before the answer (and from the queue on every billing tick until it
+    settles: a provider outage only delays it)."""
+    queued = charging.request_charge(request.require_caller(), request.params["invoice_id"])
+    requests_after_commit(_run_due_attempts)
+    return Reply(queued, status=202)
+
+
+def _run_due_attempts() -> None:
+    try:
+        jobs.drain(charging.CHARGE_QUEUE, {charging.ATTEMPT_JOB: charging.run_attempt})
+    except Exception:  # the queue keeps the attempt; a request must not fail for this
+        log.exception("running payment attempts failed; the billing tick retries")
+
+
+@APP.route("/v1/invoices/<invoice_id>/mark-paid", ["POST"], body=MarkPaid)
+def mark_paid(request: Request) -> Reply:
+    body = validate(MarkPaid, request.json())
+    charging.mark_paid(request.require_caller(), request.params["invoice_id"], body.reference)
+    return Reply(invoicing.get_invoice(request.params["invoice_id"]))
 
 
 @APP.route("/v1/invoices", ["POST"], body=NewInvoice, status=201)
@@ -148,7 +170,10 @@ def on_calculation_completed(event: ReceivedEvent) -> None:
 
 @APP.on_event(event_types.PAYMENT_SUCCEEDED, event_types.PAYMENT_FAILED)
 def on_payment_event(event: ReceivedEvent) -> None:
-    raise errors.NotImplementedYet(f"{event.type} is not handled yet ({ISSUE})")
+    """The charge already moved the invoice's status in its own commit; this records that
+    the invoicing side saw the outcome (a hook for receipts and dunning emails)."""
+    data = event.data if isinstance(event.data, dict) else {}
+    log.info("payment outcome", extra={"ce_type": event.type, "invoice_id": data.get("invoice_id")})
 
 
 @APP.on_event(event_types.BILLING_TICK, event_types.KNATIVE_PING)

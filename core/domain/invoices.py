@@ -35,3 +35,8 @@ class NewAdjustment(BaseModel):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
     subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     invoice_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+
+class MarkPaid(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    reference: Reason

@@ -7,6 +7,7 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
+from core.domain import errors
 from core.services.cloudevents import handled_events
 from tests.conftest import PROJECT_ROOT
 
@@ -60,14 +61,22 @@ def test_an_event_type_the_function_does_not_handle_is_422_never_retried(aggrega
     assert handled_events("aggregate") == []
 
 
-def test_a_handler_not_built_yet_answers_5xx_so_the_broker_keeps_the_event(db):
-    charge = create_app(target="charge", source=MAIN).test_client()
-    headers, body = to_binary(
-        CloudEvent({"type": "dev.abaxus.invoice.issued.v1", "source": "/svc"}, {"invoice_id": "i"})
-    )
-    response = charge.post("/", headers=headers, data=body)
-    assert response.status_code == 501
-    assert handled_events("charge") == []  # not recorded: a redelivery will be tried again
+def test_a_handler_that_fails_answers_5xx_so_the_broker_keeps_the_event(db, monkeypatch):
+    from core.services import invoicing
+
+    def down(*args, **kwargs):
+        raise errors.Unavailable("the database is unavailable; retry", code="database_unavailable")
+
+    invoice = create_app(target="invoice", source=MAIN).test_client()
+    tick = CloudEvent({"type": "dev.abaxus.billing.tick.v1", "source": "/svc", "id": "t1"}, {})
+    headers, body = to_binary(tick)
+    monkeypatch.setattr(invoicing, "request_due_invoices", down)
+    response = invoice.post("/", headers=headers, data=body)
+    assert response.status_code == 503
+    assert handled_events("invoice") == []  # not recorded: a redelivery will be tried again
+    monkeypatch.undo()
+    assert invoice.post("/", headers=headers, data=body).status_code == 202
+    assert handled_events("invoice") == [("/svc", "t1", "dev.abaxus.billing.tick.v1")]
 
 
 def test_json_event_data_keeps_decimals_exact():

@@ -65,16 +65,18 @@ def test_an_event_reaches_only_the_functions_whose_trigger_matches(dev_server, m
     assert handled_events("invoice") == []
 
 
-def test_a_ping_source_tick_is_routed_by_its_source_to_one_function(dev_server):
+def test_a_ping_source_tick_is_routed_by_its_source_to_its_functions(dev_server):
     _, server = dev_server
     (billing,) = [p for p in server.topology.pings if p.name == "abaxus-billing-tick"]
     server.broker.fire(billing, datetime(2026, 3, 1, 13, 0, tzinfo=UTC))
     server.broker.fire(billing, datetime(2026, 3, 1, 13, 0, tzinfo=UTC))  # a second worker's tick
     _drain(server.broker)
-    assert [(j.trigger, j.status) for j in _jobs()] == [("invoice-billing-tick", "done")]
-    assert handled_events("invoice") == [
-        (billing.source, "abaxus-billing-tick-20260301T1300Z", "dev.knative.sources.ping")
+    assert sorted((j.trigger, j.status) for j in _jobs()) == [
+        ("charge-billing-tick", "done"),
+        ("invoice-billing-tick", "done"),
     ]
+    tick = (billing.source, "abaxus-billing-tick-20260301T1300Z", "dev.knative.sources.ping")
+    assert handled_events("invoice") == handled_events("charge") == [tick]
     assert handled_events("aggregate") == []
 
 

@@ -73,7 +73,7 @@ def _of(rendered, kind):
 
 def test_kustomize_renders_every_object_into_the_namespace_with_the_release_image(rendered):
     kinds = sorted(d["kind"] for d in rendered)
-    assert kinds.count("Service") == 6 and kinds.count("Trigger") == 10
+    assert kinds.count("Service") == 6 and kinds.count("Trigger") == 11
     assert {
         "Broker",
         "PingSource",
@@ -241,12 +241,13 @@ def test_ticks_fire_aggregate_every_minute_and_billing_hourly_to_their_function(
     pings = {p.name: p for p in topology.pings}
     assert pings["abaxus-aggregate-tick"].schedule == "* * * * *"
     assert pings["abaxus-billing-tick"].schedule == "0 * * * *"
-    for name, function in (
-        ("abaxus-aggregate-tick", "aggregate"),
-        ("abaxus-billing-tick", "invoice"),
+    for name, functions in (
+        ("abaxus-aggregate-tick", ["aggregate"]),
+        # The billing cycle (invoice) and due payment attempts, dunning included (charge).
+        ("abaxus-billing-tick", ["invoice", "charge"]),
     ):
         attributes = {"type": "dev.knative.sources.ping", "source": pings[name].source}
-        assert [s.function for s in topology.subscribers(attributes)] == [function]
+        assert [s.function for s in topology.subscribers(attributes)] == functions
 
 
 def test_the_sinkbinding_gives_k_sink_to_exactly_the_emitting_functions(rendered):

@@ -347,3 +347,21 @@ invoice_emails = Table(
     Column("message_id", Text, nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=False),
 )
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("invoice_id", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("provider_id", Text),
+    Column("amount", Numeric(20, 10, asdecimal=True), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("error", Text),
+    Column("reference", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,298 @@
+"""Charging issued invoices through the customer's payment provider.
+
+An attempt is a job (queue `charge`). Its payment row, with the idempotency key
+`abaxus-<invoice>-attempt-<n>`, is committed *before* the provider is called; the
+provider's answer is recorded in the transaction that completes the job. If the worker
+dies between the call and that commit, the job runs again and calls with the same key:
+the provider answers with the same payment, and nothing is charged twice. A failed
+attempt schedules the next one per ABAXUS_DUNNING_DAYS; after the last, the invoice stays
+`payment_failed`. Every outcome is announced (`payment.succeeded` / `payment.failed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from core.adapters import queue
+from core.adapters.payments import ChargeRequest, ChargeResult, PaymentProvider, TemporaryFailure
+from core.adapters.payments.manual import ManualProvider
+from core.adapters.payments.stripe_provider import StripeProvider
+from core.adapters.postgres import customers as customer_rows
+from core.adapters.postgres import invoices as invoice_rows
+from core.adapters.postgres.database import get_database
+from core.adapters.postgres.rows import as_dict
+from core.adapters.postgres.tables import payments
+from core.config import settings
+from core.domain import event_types
+from core.domain.errors import Conflict, NotFound
+from core.services import audit, notify
+from core.services.caller import SYSTEM, Caller
+
+CHARGE_QUEUE = "charge"
+ATTEMPT_JOB = "attempt"  # payload {"invoice_id", "attempt"}
+
+log = logging.getLogger(__name__)
+
+
+def provider_for(name: str) -> PaymentProvider:
+    if name == "stripe":
+        config = settings()
+        if not config.stripe_api_key:
+            raise queue.GiveUp("STRIPE_API_KEY is not configured")
+        return StripeProvider(config.stripe_api_key, config.stripe_api_base)
+    return ManualProvider()
+
+
+def _attempts(connection: Any, invoice_id: str) -> int:
+    return int(
+        connection.execute(
+            select(func.count()).select_from(payments).where(payments.c.invoice_id == invoice_id)
+        ).scalar_one()
+    )
+
+
+def _enqueue_attempt(
+    connection: Any, invoice_id: str, attempt: int, run_after: datetime | None = None
+) -> bool:
+    return (
+        queue.enqueue(
+            connection,
+            CHARGE_QUEUE,
+            ATTEMPT_JOB,
+            {"invoice_id": invoice_id, "attempt": attempt},
+            dedupe_key=f"charge-{invoice_id}-{attempt}",
+            run_after=run_after,
+        )
+        is not None
+    )
+
+
+def request_charge(caller: Caller, invoice_id: str) -> dict[str, Any]:
+    """Queue the next attempt for an issued (or failed) invoice. Idempotent: an attempt
+    already queued is not queued again."""
+    with get_database().transaction() as connection:
+        invoice = invoice_rows.get(connection, invoice_id, lock=True)
+        if invoice is None:
+            raise NotFound(f"no invoice {invoice_id!r}")
+        if invoice["status"] not in {"issued", "payment_failed"}:
+            raise Conflict(
+                f"invoice {invoice_id} is {invoice['status']}: only issued invoices are charged",
+                code=f"invoice_{invoice['status']}",
+            )
+        attempt = _attempts(connection, invoice_id) + 1
+        queued = _enqueue_attempt(connection, invoice_id, attempt)
+        if queued:
+            audit.record(
+                connection,
+                caller,
+                action="invoice.charge_requested",
+                entity="invoice",
+                entity_id=invoice_id,
+                state={"attempt": attempt},
+            )
+        return {"invoice_id": invoice_id, "attempt": attempt, "queued": queued}
+
+
+def _record_pending(values: dict[str, Any]) -> dict[str, Any]:
+    """Commit the attempt's payment row (and its key) before calling out, on a connection
+    of its own; an existing row (a retry after a crash) is returned as it is."""
+    with get_database().maintenance_engine.begin() as connection:
+        connection.execute(
+            insert(payments)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
+        row = connection.execute(
+            select(payments).where(payments.c.idempotency_key == values["idempotency_key"])
+        ).one()
+        return as_dict(row)
+
+
+def run_attempt(job: queue.Job) -> None:
+    invoice_id, attempt = str(job.payload["invoice_id"]), int(job.payload["attempt"])
+    with get_database().transaction() as connection:
+        # Not locked yet: the payment row is committed on another connection first, and its
+        # foreign key check must not wait for this one. settle() locks the invoice.
+        invoice = invoice_rows.get(connection, invoice_id)
+        if invoice is None:
+            raise queue.GiveUp(f"no invoice {invoice_id}")
+        if invoice["status"] not in {"issued", "payment_failed"}:
+            log.info(
+                "nothing to charge", extra={"invoice_id": invoice_id, "status": invoice["status"]}
+            )
+            return
+        customer = customer_rows.get(connection, invoice["customer_id"])
+        assert customer is not None
+        provider = provider_for(customer["billing_provider"])
+        key = f"abaxus-{invoice_id}-attempt-{attempt}"
+        payment = _record_pending(
+            {
+                "id": f"pay_{secrets.token_hex(12)}",
+                "invoice_id": invoice_id,
+                "attempt": attempt,
+                "provider": provider.name,
+                "idempotency_key": key,
+                "amount": invoice["total"],
+                "currency": invoice["currency"],
+            }
+        )
+        if payment["status"] != "pending":  # settled by an earlier run or a webhook
+            return
+        if invoice["total"] == 0:
+            result = ChargeResult("succeeded", None)
+        else:
+            try:
+                result = provider.charge(
+                    ChargeRequest(
+                        invoice_id=invoice_id,
+                        invoice_number=str(invoice["number"]),
+                        amount=Decimal(invoice["total"]),
+                        currency=invoice["currency"],
+                        provider_customer_id=customer["provider_customer_id"],
+                        payment_method=customer["payment_method"],
+                        idempotency_key=key,
+                    )
+                )
+            except TemporaryFailure as error:
+                raise queue.RetryLater(str(error), queue.backoff(job.attempts + 1)) from error
+        settle(connection, payment, result)
+
+
+def settle(connection: Any, payment: dict[str, Any], result: ChargeResult) -> None:
+    """Record a provider's answer on the payment and the invoice, and announce it."""
+    now = datetime.now(UTC)
+    connection.execute(
+        update(payments)
+        .where(payments.c.id == payment["id"])
+        .values(
+            status=result.status,
+            provider_id=result.provider_id or payment.get("provider_id"),
+            error=result.error,
+            updated_at=now,
+        )
+    )
+    invoice_id = payment["invoice_id"]
+    invoice = invoice_rows.get(connection, invoice_id, lock=True)
+    assert invoice is not None
+    if result.status == "awaiting" or invoice["status"] not in {"issued", "payment_failed"}:
+        return
+    data = {
+        "invoice_id": invoice_id,
+        "payment_id": payment["id"],
+        "attempt": payment["attempt"],
+        "amount": payment["amount"],
+        "currency": payment["currency"],
+    }
+    if result.status == "succeeded":
+        invoice_rows.change(connection, invoice_id, {"status": "paid", "paid_at": now})
+        notify.emit_after_commit(
+            event_types.PAYMENT_SUCCEEDED, data, event_id=f"payment-succeeded-{payment['id']}"
+        )
+        return
+    invoice_rows.change(connection, invoice_id, {"status": "payment_failed"})
+    schedule = settings().dunning_days
+    final = payment["attempt"] > len(schedule)
+    if not final:
+        _enqueue_attempt(
+            connection,
+            invoice_id,
+            payment["attempt"] + 1,
+            now + timedelta(days=schedule[payment["attempt"] - 1]),
+        )
+    notify.emit_after_commit(
+        event_types.PAYMENT_FAILED,
+        {**data, "error": result.error, "final": final},
+        event_id=f"payment-failed-{payment['id']}",
+    )
+
+
+def mark_paid(caller: Caller, invoice_id: str, reference: str) -> dict[str, Any]:
+    """Manual payments: the operator records that the invoice was paid."""
+    with get_database().transaction() as connection:
+        invoice = invoice_rows.get(connection, invoice_id, lock=True)
+        if invoice is None:
+            raise NotFound(f"no invoice {invoice_id!r}")
+        if invoice["status"] == "paid":
+            return invoice
+        if invoice["status"] not in {"issued", "payment_failed"}:
+            raise Conflict(
+                f"invoice {invoice_id} is {invoice['status']}", code=f"invoice_{invoice['status']}"
+            )
+        attempt = _attempts(connection, invoice_id) + 1
+        awaiting = connection.execute(
+            select(payments).where(
+                payments.c.invoice_id == invoice_id, payments.c.status.in_(["awaiting", "pending"])
+            )
+        ).first()
+        if awaiting is None:
+            connection.execute(
+                insert(payments).values(
+                    id=f"pay_{secrets.token_hex(12)}",
+                    invoice_id=invoice_id,
+                    attempt=attempt,
+                    provider="manual",
+                    idempotency_key=f"abaxus-{invoice_id}-manual-{attempt}",
+                    amount=invoice["total"],
+                    currency=invoice["currency"],
+                    status="pending",
+                    reference=reference,
+                )
+            )
+            awaiting = connection.execute(
+                select(payments).where(
+                    payments.c.invoice_id == invoice_id, payments.c.attempt == attempt
+                )
+            ).one()
+        payment = as_dict(awaiting)
+        connection.execute(
+            update(payments).where(payments.c.id == payment["id"]).values(reference=reference)
+        )
+        settle(connection, payment, ChargeResult("succeeded", None))
+        changed = invoice_rows.change(connection, invoice_id, {"payment_reference": reference})
+        audit.record(
+            connection,
+            caller,
+            action="invoice.marked_paid",
+            entity="invoice",
+            entity_id=invoice_id,
+            state={"reference": reference},
+        )
+        return changed
+
+
+def stripe_event(event: Any) -> str:
+    """A verified Stripe webhook event: settle the payment it is about."""
+    kind = str(event["type"])
+    if kind not in {"payment_intent.succeeded", "payment_intent.payment_failed"}:
+        return "ignored"
+    intent = event["data"]["object"]
+    with get_database().transaction() as connection:
+        row = connection.execute(
+            select(payments).where(payments.c.provider_id == intent["id"])
+        ).first()
+        if row is None:
+            return "unknown_payment"
+        payment = as_dict(row)
+        if payment["status"] in {"succeeded", "failed"}:
+            return "already_settled"
+        if kind == "payment_intent.succeeded":
+            settle(connection, payment, ChargeResult("succeeded", intent["id"]))
+        else:
+            error = (intent.get("last_payment_error") or {}).get("message") or "payment failed"
+            settle(connection, payment, ChargeResult("failed", intent["id"], error))
+        audit.record(
+            connection,
+            SYSTEM,
+            action="payment.webhook",
+            entity="payment",
+            entity_id=payment["id"],
+            state={"type": kind},
+        )
+    return "settled"
