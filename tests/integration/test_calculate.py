@@ -331,7 +331,7 @@ def test_verify_recomputes_and_names_the_line_that_differs(seeded):
         connection.execute(text("ALTER TABLE calculations DISABLE TRIGGER calculations_no_update"))
         connection.execute(
             text(
-                "UPDATE calculations SET body = jsonb_set(body, '{lines,1,amount}', '\"1.00\"') "
+                "UPDATE calculations SET body = jsonb_set(body::jsonb, '{lines,1,amount}', '\"1.00\"')::json "
                 "WHERE id = :id"
             ),
             {"id": result["id"]},

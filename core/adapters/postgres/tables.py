@@ -18,7 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 metadata = MetaData()
 
@@ -273,7 +273,7 @@ calculations = Table(
     Column("period_end", DateTime(timezone=True), nullable=False),
     Column("inputs_sha256", Text, nullable=False),
     Column("checksum", Text, nullable=False),
-    Column("body", JSONB, nullable=False),
+    Column("body", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
