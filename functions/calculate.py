@@ -54,8 +54,12 @@ def line_events(request: Request) -> Reply:
 def on_invoice_requested(event: ReceivedEvent) -> None:
     """Calculate (idempotently) and announce the calculation; a redelivery finds the
     stored calculation and announces the same id again (same CloudEvent id)."""
+    data = event.data if isinstance(event.data, dict) else {}
+    run = {k: data[k] for k in ("run_id", "issue", "charge") if k in data}
     try:
-        body = CalculateRequest.model_validate(event.data)
+        body = CalculateRequest.model_validate(
+            {k: v for k, v in data.items() if k not in run} if data else event.data
+        )
     except ValidationError as error:
         raise errors.UnprocessableEvent(
             f"invoice.requested data: {error.errors()[0]['msg']}", code="invalid_invoice_request"
@@ -74,8 +78,9 @@ def on_invoice_requested(event: ReceivedEvent) -> None:
             "period": calculation["period"],
             "total": calculation["total"],
             "currency": calculation["currency"],
+            **run,
         },
-        event_id=f"calculation-{calculation['id']}",
+        event_id=f"calculation-{calculation['id']}" + (f"-{run['run_id']}" if run else ""),
     )
     log.info("calculation completed", extra={"calculation_id": calculation["id"]})
 

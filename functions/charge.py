@@ -51,6 +51,9 @@ def on_invoice_issued(event: ReceivedEvent) -> None:
     redelivery charges nothing twice), then run due attempts."""
     data = event.data if isinstance(event.data, dict) else {}
     invoice_id = data.get("invoice_id")
+    if data.get("charge") is False:  # a bulk run that issues without charging
+        log.info("invoice issued without charging", extra={"invoice_id": invoice_id})
+        return
     if not isinstance(invoice_id, str):
         raise errors.UnprocessableEvent(
             "invoice.issued data needs invoice_id", code="invalid_invoice_event"

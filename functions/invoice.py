@@ -11,14 +11,13 @@ import functions_framework
 from core.adapters.queue import JobHandler
 from core.config import settings
 from core.domain import errors, event_types
-from core.domain.invoices import MarkPaid, NewAdjustment, NewInvoice, VoidInvoice
+from core.domain.invoices import BulkRun, MarkPaid, NewAdjustment, NewInvoice, VoidInvoice
 from core.services import charging, invoice_documents, invoicing, jobs
 from core.services.cloudevents import ReceivedEvent
 from core.services.requests import after_commit as requests_after_commit
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("invoice")
-ISSUE = "issue #7, invoicing and charging"
 QUEUE = "invoice"
 JOB_HANDLERS: dict[str, JobHandler] = {invoicing.EMAIL_JOB: invoice_documents.send_email}
 
@@ -26,11 +25,21 @@ STATUSES = ("draft", "issued", "paid", "payment_failed", "void")
 
 log = logging.getLogger(__name__)
 
-for rule, methods in (
-    ("/v1/invoices/bulk", ["POST"]),
-    ("/v1/invoices/runs/<run_id>", ["GET"]),
-):
-    APP.not_implemented(rule, methods, ISSUE)
+
+@APP.route("/v1/invoices/bulk", ["POST"], body=BulkRun, status=202)
+def bulk_run(request: Request) -> Reply:
+    """Invoice every subscription whose period ends at period_end, through the CloudEvents
+    pipeline; answers at once with the run (follow it at /v1/invoices/runs/{id})."""
+    body = validate(BulkRun, request.json())
+    run = invoicing.start_run(
+        request.require_caller(), body.period_end, issue_them=body.issue, charge_them=body.charge
+    )
+    return Reply(run, status=202)
+
+
+@APP.route("/v1/invoices/runs/<run_id>")
+def run_status(request: Request) -> Reply:
+    return Reply(invoicing.run_status(request.params["run_id"]))
 
 
 @APP.route("/v1/invoices/<invoice_id>/charge", ["POST"], status=202)

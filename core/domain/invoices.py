@@ -40,3 +40,12 @@ class NewAdjustment(BaseModel):
 class MarkPaid(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     reference: Reason
+
+
+class BulkRun(BaseModel):
+    """POST /v1/invoices/bulk: every subscription whose period ends at `period_end`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    period_end: Instant
+    issue: bool = True
+    charge: bool = False

@@ -24,7 +24,7 @@ from core.domain.canonical import decimal_text
 from core.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from core.domain.invoices import NewAdjustment
 from core.domain.money import round_to_currency
-from core.domain.periods import PERIOD_INDEX_MAX, Interval, Period, period_at
+from core.domain.periods import PERIOD_INDEX_MAX, Interval, Period, period_at, period_containing
 from core.domain.pricing.engine import sha256
 from core.services import audit, notify, pricing
 from core.services.caller import SYSTEM, Caller
@@ -551,7 +551,8 @@ def on_calculation_completed(data: dict[str, Any]) -> dict[str, Any]:
         datetime.fromisoformat(str(period["start"])),
         datetime.fromisoformat(str(period["end"])),
     )
-    if settings().abaxus_auto_issue and invoice["status"] == "draft":
+    wants_issue = bool(data.get("issue", settings().abaxus_auto_issue))
+    if wants_issue and invoice["status"] == "draft":
         invoice = issue(SYSTEM, invoice["id"])
     if invoice["status"] in {"issued", "paid", "payment_failed"}:
         notify.emit_after_commit(
@@ -562,7 +563,92 @@ def on_calculation_completed(data: dict[str, Any]) -> dict[str, Any]:
                 "customer_id": invoice["customer_id"],
                 "total": invoice["total"],
                 "currency": invoice["currency"],
+                "charge": bool(data.get("charge", True)),
             },
             event_id=f"invoice-issued-{invoice['id']}",
         )
     return invoice
+
+
+def start_run(
+    caller: Caller, period_end: datetime, *, issue_them: bool, charge_them: bool
+) -> dict[str, Any]:
+    """A bulk run: every subscription with a period ending exactly at `period_end` gets
+    an invoice request through the same pipeline as the billing cycle (calculate ->
+    invoice -> charge), carrying the run's flags."""
+    run_id = _new_id("run")
+    items = []
+    with get_database().transaction() as connection:
+        for row in rows.subscriptions_to_bill(connection, period_end):
+            period = period_containing(
+                row["starts_at"], Interval(row["interval"]), period_end - timedelta(microseconds=1)
+            )
+            end = min(period.end, row["ends_at"] or period.end)
+            if end == period_end:
+                items.append(
+                    {
+                        "run_id": run_id,
+                        "subscription_id": row["id"],
+                        "period_start": period.start,
+                        "period_end": end,
+                    }
+                )
+        rows.insert_run(
+            connection,
+            {"id": run_id, "period_end": period_end, "issue": issue_them, "charge": charge_them},
+            items,
+        )
+        audit.record(
+            connection,
+            caller,
+            action="invoice_run.started",
+            entity="invoice_run",
+            entity_id=run_id,
+            state={"period_end": period_end, "subscriptions": len(items)},
+        )
+    # After the commit: the run exists before any answer comes back. A request lost here
+    # is found again by the billing cycle (a period without an invoice) after the grace.
+    get_database().after_commit(lambda: _request_run_items(run_id, items, issue_them, charge_them))
+    return {"id": run_id, "period_end": period_end, "subscriptions": len(items)}
+
+
+def _request_run_items(
+    run_id: str, items: list[dict[str, Any]], issue_them: bool, charge_them: bool
+) -> None:
+    for item in items:
+        notify.bus().emit(
+            event_types.INVOICE_REQUESTED,
+            {
+                "subscription_id": item["subscription_id"],
+                "period_start": item["period_start"].isoformat(),
+                "period_end": item["period_end"].isoformat(),
+                "run_id": run_id,
+                "issue": issue_them,
+                "charge": charge_them,
+            },
+            event_id=f"invoice-request-{run_id}-{item['subscription_id']}",
+        )
+
+
+def run_status(run_id: str) -> dict[str, Any]:
+    with get_database().transaction() as connection:
+        run = rows.get_run(connection, run_id)
+        if run is None:
+            raise NotFound(f"no invoice run {run_id!r}")
+        progress = rows.run_progress(connection, run_id)
+        failures = rows.run_failures(connection, run_id)
+    total = sum(progress.values())
+    wanted = {"issued", "paid", "payment_failed"} if run["issue"] else {"draft"}
+    done = sum(n for status, n in progress.items() if status in wanted or status == "paid")
+    return {
+        "id": run_id,
+        "period_end": run["period_end"],
+        "issue": run["issue"],
+        "charge": run["charge"],
+        "subscriptions": total,
+        "by_status": progress,
+        "failed": len(failures),
+        "failures": failures,
+        "complete": done + len(failures) >= total,
+        "created_at": run["created_at"],
+    }

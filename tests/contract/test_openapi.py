@@ -28,7 +28,7 @@ def test_the_document_states_scopes_bodies_and_statuses():
     assert plan["x-abaxus-scope"] == "admin" and "201" in plan["responses"]
     assert "charges" in plan["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert document["paths"]["/v1/webhooks/stripe"]["post"]["security"] == []
-    assert "501" in document["paths"]["/v1/invoices/bulk"]["post"]["responses"]
+    assert "501" in document["paths"]["/v1/payments"]["get"]["responses"]
     assert document["paths"]["/v1/pricing/calculate"]["post"]["x-abaxus-scope"] == "read"
     assert "200" in document["paths"]["/v1/usage/parity"]["get"]["responses"]
     operation_ids = [

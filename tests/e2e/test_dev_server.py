@@ -47,10 +47,8 @@ def test_each_path_is_served_by_the_function_that_owns_it(dev_server):
     usage = requests.get(dev_server.base_url + "/v1/usage/summary", headers=headers, timeout=5)
     assert events.status_code == 200 and events.json() == {"data": [], "next_cursor": None}
     assert usage.status_code == 422 and usage.json()["errors"][0]["loc"] == ["query", "customer_id"]
-    invoices = requests.post(
-        dev_server.base_url + "/v1/invoices/bulk", headers=headers, json={}, timeout=5
-    )
-    assert invoices.status_code == 501 and "issue #7" in invoices.json()["detail"]
+    payments = requests.get(dev_server.base_url + "/v1/payments", headers=headers, timeout=5)
+    assert payments.status_code == 501 and "issue #7" in payments.json()["detail"]
     unknown = requests.get(dev_server.base_url + "/v2/anything", headers=headers, timeout=5)
     assert unknown.status_code == 404 and unknown.json()["code"] == "route_not_found"
 
@@ -222,3 +220,82 @@ def test_the_billing_tick_alone_issues_the_invoice_and_overlapping_ticks_change_
     tick("billing-2")  # the next, overlapping tick
     time.sleep(3)
     assert invoices() == [issued]
+
+
+def test_a_bulk_run_invoices_every_subscription_of_the_period_end(dev_server):
+    headers = {"Authorization": f"Bearer {dev_server.printed_key()}"}
+    base = dev_server.base_url
+
+    def post(path, body, expect=(200, 201, 202, 207)):
+        response = requests.post(base + path, headers=headers, json=body, timeout=10)
+        assert response.status_code in expect, response.text
+        return response.json()
+
+    post(
+        "/v1/metrics",
+        {
+            "key": "runs",
+            "name": "Runs",
+            "aggregation": "count",
+            "effective_from": "2026-01-01T00:00:00Z",
+        },
+    )
+    post(
+        "/v1/price-plans",
+        {
+            "code": "run",
+            "name": "Run",
+            "currency": "EUR",
+            "interval": "month",
+            "charges": [{"metric_key": "runs", "model": "per_unit", "unit_price": "2"}],
+        },
+    )
+    for n in range(3):
+        post("/v1/customers", {"id": f"cust_run{n}", "name": f"Run {n}", "currency": "EUR"})
+        post(
+            "/v1/subscriptions",
+            {
+                "customer_id": f"cust_run{n}",
+                "plan_code": "run",
+                "starts_at": "2026-09-01T00:00:00Z",
+            },
+        )
+        events = [
+            {
+                "customer_id": f"cust_run{n}",
+                "metric_key": "runs",
+                "timestamp": f"2026-09-{d + 1:02d}T10:00:00Z",
+                "idempotency_key": f"run-{n}-{d}",
+            }
+            for d in range(n + 1)
+        ]
+        post("/v1/events/batch", {"events": events})
+    # A subscription whose periods end elsewhere is not part of the run.
+    post(
+        "/v1/subscriptions",
+        {"customer_id": "cust_run0", "plan_code": "run", "starts_at": "2026-09-15T00:00:00Z"},
+    )
+    run = post(
+        "/v1/invoices/bulk", {"period_end": "2026-10-01T00:00:00Z", "issue": True, "charge": False}
+    )
+    assert run["subscriptions"] == 3
+    deadline = time.monotonic() + 40
+    while True:
+        status = requests.get(
+            f"{base}/v1/invoices/runs/{run['id']}", headers=headers, timeout=10
+        ).json()
+        if status["complete"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert (status["by_status"], status["failed"], status["complete"]) == ({"issued": 3}, 0, True)
+    totals = sorted(
+        i["total"]
+        for n in range(3)
+        for i in requests.get(
+            f"{base}/v1/invoices",
+            headers=headers,
+            params={"customer_id": f"cust_run{n}"},
+            timeout=10,
+        ).json()["data"]
+    )
+    assert totals == ["2", "4", "6"]  # 1, 2 and 3 runs at 2 EUR

@@ -9,7 +9,13 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from core.adapters.postgres.rows import as_dict, keyset_page
-from core.adapters.postgres.tables import adjustments, invoice_series, invoices
+from core.adapters.postgres.tables import (
+    adjustments,
+    invoice_run_items,
+    invoice_runs,
+    invoice_series,
+    invoices,
+)
 
 
 def get(connection: Connection, invoice_id: str, *, lock: bool = False) -> dict[str, Any] | None:
@@ -162,3 +168,39 @@ def invoiced_period_ends(connection: Connection, subscription_id: str) -> set[da
         {"s": subscription_id},
     )
     return {end for (end,) in rows}
+
+
+def insert_run(connection: Connection, run: dict[str, Any], items: list[dict[str, Any]]) -> None:
+    connection.execute(invoice_runs.insert().values(run))
+    if items:
+        connection.execute(invoice_run_items.insert(), items)
+
+
+def get_run(connection: Connection, run_id: str) -> dict[str, Any] | None:
+    row = connection.execute(select(invoice_runs).where(invoice_runs.c.id == run_id)).one_or_none()
+    return None if row is None else as_dict(row)
+
+
+def run_progress(connection: Connection, run_id: str) -> dict[str, int]:
+    """The run's subscriptions by the state of their period's invoice ('requested' when
+    there is none yet)."""
+    rows = connection.exec_driver_sql(
+        "SELECT coalesce(i.status, 'requested'), count(*) FROM invoice_run_items r "
+        "LEFT JOIN invoices i ON i.subscription_id = r.subscription_id "
+        "AND i.period_start = r.period_start AND i.period_end = r.period_end "
+        "WHERE r.run_id = %(run)s GROUP BY 1",
+        {"run": run_id},
+    )
+    return {str(status): int(count) for status, count in rows}
+
+
+def run_failures(connection: Connection, run_id: str) -> list[dict[str, Any]]:
+    """The run's invoice requests the broker dead-lettered (refused by `calculate`)."""
+    rows = connection.exec_driver_sql(
+        "SELECT ce_id, error_code, error_data, received_at FROM dead_letters "
+        "WHERE ce_id LIKE %(prefix)s ORDER BY id",
+        {"prefix": f"invoice-request-{run_id}-%"},
+    )
+    return [
+        {"ce_id": ce_id, "code": code, "detail": data, "at": at} for ce_id, code, data, at in rows
+    ]

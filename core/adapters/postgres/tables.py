@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -364,4 +365,23 @@ payments = Table(
     Column("reference", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+invoice_runs = Table(
+    "invoice_runs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("issue", Boolean, nullable=False),
+    Column("charge", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+invoice_run_items = Table(
+    "invoice_run_items",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("subscription_id", Text, primary_key=True),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
 )
