@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate manifests clean
+.PHONY: run test lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate bench-invoice-run manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-usage: $(STAMP)
 ## bench-calculate: 5 charges over 1M events per metric, against the exact scans it needs
 bench-calculate: $(STAMP)
 	$(BIN)/python bench/calculate.py
+
+## bench-invoice-run: one bulk run for 500 customers (5M events) through the CloudEvents pipeline
+bench-invoice-run: $(STAMP)
+	$(BIN)/python bench/invoice_run.py
 
 ## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
 manifests: $(STAMP)

@@ -31,6 +31,7 @@ from core.adapters.postgres.rows import as_dict
 from core.adapters.postgres.tables import payments
 from core.config import settings
 from core.domain import event_types
+from core.domain.canonical import decimal_text
 from core.domain.errors import Conflict, NotFound
 from core.services import audit, notify
 from core.services.caller import SYSTEM, Caller
@@ -187,7 +188,7 @@ def settle(connection: Any, payment: dict[str, Any], result: ChargeResult) -> No
         "invoice_id": invoice_id,
         "payment_id": payment["id"],
         "attempt": payment["attempt"],
-        "amount": payment["amount"],
+        "amount": decimal_text(Decimal(payment["amount"])),  # JSON data: exact text
         "currency": payment["currency"],
     }
     if result.status == "succeeded":

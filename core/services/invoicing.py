@@ -561,7 +561,7 @@ def on_calculation_completed(data: dict[str, Any]) -> dict[str, Any]:
                 "invoice_id": invoice["id"],
                 "number": invoice["number"],
                 "customer_id": invoice["customer_id"],
-                "total": invoice["total"],
+                "total": decimal_text(Decimal(invoice["total"])),  # JSON data: exact text
                 "currency": invoice["currency"],
                 "charge": bool(data.get("charge", True)),
             },
