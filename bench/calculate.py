@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -29,8 +28,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.adapters.postgres.embedded import create_database, drop_database, start_embedded
-from core.adapters.postgres.migrate import upgrade_to_head
+from bench.common import fresh_database, start_dev_server
 
 PORT = 18082
 JUNE, JULY = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
@@ -96,16 +94,7 @@ def main() -> None:
     parser.add_argument("--events-per-metric", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    admin = os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".abaxus", database="postgres")
-    name = "abaxus_bench_calculate"
-    drop_database(admin, name)
-    create_database(admin, name)
-    url = (
-        admin.rsplit("/", 1)[0] + "/" + name
-        if "?" not in admin
-        else admin.replace("/postgres?", f"/{name}?")
-    )
-    upgrade_to_head(url)
+    url = fresh_database("abaxus_bench_calculate")
     os.environ["DATABASE_URL"] = url
     secret = "abx_bench_" + uuid.uuid4().hex
     with psycopg.connect(url, autocommit=True) as connection:
@@ -130,13 +119,7 @@ def main() -> None:
         "ABAXUS_DEV_TICKS": "false",
         "ABAXUS_LOG_LEVEL": "WARNING",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "functions.cli", "dev"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_dev_server(env, PORT)
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
 
     def call(method: str, path: str, body: dict | None = None) -> tuple[float, dict]:
@@ -150,14 +133,6 @@ def main() -> None:
         return elapsed, payload
 
     try:
-        for _ in range(600):
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", PORT, timeout=5)
-                probe.request("GET", "/readyz")
-                if probe.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         plan = {
             "code": "bench",
             "name": "Bench",

@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -28,8 +27,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.adapters.postgres.embedded import create_database, drop_database, start_embedded
-from core.adapters.postgres.migrate import upgrade_to_head
+from bench.common import fresh_database, start_dev_server
 
 PORT = 18083
 OCTOBER, NOVEMBER = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
@@ -102,16 +100,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
-    admin = os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".abaxus", database="postgres")
-    name = "abaxus_bench_invoice_run"
-    drop_database(admin, name)
-    create_database(admin, name)
-    url = (
-        admin.rsplit("/", 1)[0] + "/" + name
-        if "?" not in admin
-        else admin.replace("/postgres?", f"/{name}?")
-    )
-    upgrade_to_head(url)
+    url = fresh_database("abaxus_bench_invoice_run")
     secret = "abx_bench_" + uuid.uuid4().hex
     env = {
         **os.environ,
@@ -125,13 +114,7 @@ def main() -> None:
     }
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("SELECT abaxus_ensure_event_partition('2026-10-01'::date)")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "functions.cli", "dev"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_dev_server(env, PORT)
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
 
     def call(method: str, path: str, body: dict | None = None) -> dict:
@@ -143,14 +126,6 @@ def main() -> None:
         return payload
 
     try:
-        for _ in range(600):
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", PORT, timeout=5)
-                probe.request("GET", "/readyz")
-                if probe.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         for metric in METRICS:
             call(
                 "POST",

@@ -36,8 +36,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.adapters.postgres.embedded import create_database, drop_database, start_embedded
-from core.adapters.postgres.migrate import upgrade_to_head
+from bench.common import fresh_database, start_dev_server
 
 PORT = 18081
 MONTHS = [datetime(2026, m, 1, tzinfo=UTC) for m in (6, 7, 8, 9)]
@@ -183,16 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(7)
 
-    admin = os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".abaxus", database="postgres")
-    name = "abaxus_bench_usage"
-    drop_database(admin, name)
-    create_database(admin, name)
-    url = (
-        admin.rsplit("/", 1)[0] + "/" + name
-        if "?" not in admin
-        else admin.replace("/postgres?", f"/{name}?")
-    )
-    upgrade_to_head(url)
+    url = fresh_database("abaxus_bench_usage")
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("INSERT INTO metrics (key) VALUES ('api_calls')")
         connection.execute(
@@ -220,22 +210,8 @@ def main() -> None:
         "copy_events_per_s": round(args.first / load_seconds),
         "fold_events_per_s": round(args.first / folded["seconds"]),
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "functions.cli", "dev"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_dev_server(env, PORT)
     try:
-        for _ in range(600):
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=5)
-                connection.request("GET", "/readyz")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         report["at_first"]["realtime"] = realtime_latencies(secret, args.requests, rng)  # type: ignore[index]
         rest = args.events - args.first
         load_seconds = load(url, args.first, rest, args.big, rng)
