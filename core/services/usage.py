@@ -136,7 +136,7 @@ def _one(
     start: datetime,
     end: datetime,
     as_of: datetime,
-) -> tuple[dict[str, Any], usage_rows.ScanResult]:
+) -> dict[str, Any]:
     versions = _known_versions(connection, metric_key)
     compute = usage_rows.scan if mode == "exact" else usage_rows.realtime
     result = compute(
@@ -157,7 +157,7 @@ def _one(
         mode=mode,
         as_of=as_of,
     )
-    return rendered, result
+    return rendered
 
 
 def _as_of(connection: Connection, mode: str) -> datetime:
@@ -173,7 +173,7 @@ def summary(
     _check_window(start, end)
     with get_database().transaction() as connection:
         as_of = _as_of(connection, mode)
-        rendered, _ = _one(
+        rendered = _one(
             connection,
             mode,
             customer_id=customer_id,
@@ -209,7 +209,7 @@ def summaries(
                 start=start,
                 end=end,
                 as_of=as_of,
-            )[0]
+            )
             for key in keys
         ]
 
@@ -289,7 +289,7 @@ def _compare(
             start=start,
             end=end,
             as_of=as_of,
-        )[0]
+        )
         for mode in MODES
     )
     difference = (
