@@ -14,16 +14,37 @@ from core.services import charging, jobs
 from core.services.caller import SYSTEM
 from core.services.cloudevents import ReceivedEvent
 from core.services.requests import after_commit as requests_after_commit
-from functions.http import FunctionApp, Reply, Request
+from functions.http import FunctionApp, Reply, Request, list_reply
 
 APP = FunctionApp("charge")
-ISSUE = "issue #7, invoicing and charging"
 HANDLERS = {charging.ATTEMPT_JOB: charging.run_attempt}
 
 log = logging.getLogger(__name__)
 
-APP.not_implemented("/v1/payments", ["GET"], ISSUE)
-APP.not_implemented("/v1/payments/<payment_id>", ["GET"], ISSUE)
+
+@APP.route("/v1/payments")
+def list_payments(request: Request) -> Reply:
+    """Payment attempts: `customer_id`, `invoice_id` and `status` filter."""
+    status = request.query("status")
+    if status is not None and status not in charging.PAYMENT_STATUSES:
+        raise errors.ValidationFailed(
+            f"status is one of {', '.join(charging.PAYMENT_STATUSES)}",
+            errors=[errors.FieldError(("query", "status"), "unknown status")],
+        )
+    return list_reply(
+        *charging.list_payments(
+            customer_id=request.query("customer_id"),
+            invoice_id=request.query("invoice_id"),
+            status=status,
+            cursor=request.query("cursor"),
+            limit=request.limit(),
+        )
+    )
+
+
+@APP.route("/v1/payments/<payment_id>")
+def get_payment(request: Request) -> Reply:
+    return Reply(charging.get_payment(request.params["payment_id"]))
 
 
 # Webhooks authenticate by the provider's signature, not by an API key (scope None).

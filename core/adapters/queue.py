@@ -123,6 +123,23 @@ def enqueue(
     return connection.execute(statement).scalar_one_or_none()
 
 
+def bring_forward(connection: Connection, queue: str, dedupe_key: str) -> bool:
+    """Make a pending job that is scheduled later due now (an operator's retry). True if
+    one was moved."""
+    moved = connection.execute(
+        update(jobs)
+        .where(
+            jobs.c.queue == queue,
+            jobs.c.dedupe_key == dedupe_key,
+            jobs.c.status == "pending",
+            jobs.c.run_after > func.now(),
+        )
+        .values(run_after=func.now())
+        .returning(jobs.c.id)
+    ).first()
+    return moved is not None
+
+
 def _now(now: datetime | None) -> ColumnElement[Any]:
     return func.now() if now is None else literal(now, DateTime(timezone=True))
 

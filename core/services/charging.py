@@ -26,6 +26,7 @@ from core.adapters.payments.manual import ManualProvider
 from core.adapters.payments.stripe_provider import StripeProvider
 from core.adapters.postgres import customers as customer_rows
 from core.adapters.postgres import invoices as invoice_rows
+from core.adapters.postgres import payments as payment_rows
 from core.adapters.postgres.database import get_database
 from core.adapters.postgres.rows import as_dict
 from core.adapters.postgres.tables import payments
@@ -35,6 +36,7 @@ from core.domain.canonical import decimal_text
 from core.domain.errors import Conflict, NotFound
 from core.services import audit, notify
 from core.services.caller import SYSTEM, Caller
+from core.services.listing import paginate
 
 CHARGE_QUEUE = "charge"
 ATTEMPT_JOB = "attempt"  # payload {"invoice_id", "attempt"}
@@ -59,6 +61,10 @@ def _attempts(connection: Any, invoice_id: str) -> int:
     )
 
 
+def _attempt_key(invoice_id: str, attempt: int) -> str:
+    return f"charge-{invoice_id}-{attempt}"
+
+
 def _enqueue_attempt(
     connection: Any, invoice_id: str, attempt: int, run_after: datetime | None = None
 ) -> bool:
@@ -68,7 +74,7 @@ def _enqueue_attempt(
             CHARGE_QUEUE,
             ATTEMPT_JOB,
             {"invoice_id": invoice_id, "attempt": attempt},
-            dedupe_key=f"charge-{invoice_id}-{attempt}",
+            dedupe_key=_attempt_key(invoice_id, attempt),
             run_after=run_after,
         )
         is not None
@@ -76,8 +82,9 @@ def _enqueue_attempt(
 
 
 def request_charge(caller: Caller, invoice_id: str) -> dict[str, Any]:
-    """Queue the next attempt for an issued (or failed) invoice. Idempotent: an attempt
-    already queued is not queued again."""
+    """Queue the next attempt for an issued (or failed) invoice, due now. Idempotent: an
+    attempt already queued is not queued again (one that dunning scheduled for later is
+    made due now)."""
     with get_database().transaction() as connection:
         invoice = invoice_rows.get(connection, invoice_id, lock=True)
         if invoice is None:
@@ -88,7 +95,10 @@ def request_charge(caller: Caller, invoice_id: str) -> dict[str, Any]:
                 code=f"invoice_{invoice['status']}",
             )
         attempt = _attempts(connection, invoice_id) + 1
-        queued = _enqueue_attempt(connection, invoice_id, attempt)
+        # An attempt already scheduled by dunning runs now instead: the operator asked.
+        queued = _enqueue_attempt(connection, invoice_id, attempt) or queue.bring_forward(
+            connection, CHARGE_QUEUE, _attempt_key(invoice_id, attempt)
+        )
         if queued:
             audit.record(
                 connection,
@@ -297,3 +307,60 @@ def stripe_event(event: Any) -> str:
             state={"type": kind},
         )
     return "settled"
+
+
+PAYMENT_STATUSES = payment_rows.STATUSES
+PAYMENT_FIELDS = (
+    "id",
+    "invoice_id",
+    "customer_id",
+    "attempt",
+    "provider",
+    "provider_id",
+    "idempotency_key",
+    "amount",
+    "currency",
+    "status",
+    "error",
+    "reference",
+    "created_at",
+    "updated_at",
+)
+
+
+def payment_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in PAYMENT_FIELDS}
+
+
+def get_payment(payment_id: str) -> dict[str, Any]:
+    with get_database().transaction() as connection:
+        row = payment_rows.get(connection, payment_id)
+    if row is None:
+        raise NotFound(f"no payment {payment_id!r}")
+    return payment_view(row)
+
+
+def list_payments(
+    *,
+    customer_id: str | None,
+    invoice_id: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Payment attempts, oldest id first; filtered by customer, invoice or status."""
+    with get_database().transaction() as connection:
+        page, next_cursor = paginate(
+            lambda after, n: payment_rows.page(
+                connection,
+                customer_id=customer_id,
+                invoice_id=invoice_id,
+                status=status,
+                after=after,
+                limit=n,
+            ),
+            cursor=cursor,
+            limit=limit,
+            key="id",
+        )
+    return [payment_view(row) for row in page], next_cursor

@@ -28,7 +28,9 @@ def test_the_document_states_scopes_bodies_and_statuses():
     assert plan["x-abaxus-scope"] == "admin" and "201" in plan["responses"]
     assert "charges" in plan["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert document["paths"]["/v1/webhooks/stripe"]["post"]["security"] == []
-    assert "501" in document["paths"]["/v1/payments"]["get"]["responses"]
+    payments = document["paths"]["/v1/payments"]["get"]
+    assert "200" in payments["responses"] and payments["x-abaxus-scope"] == "read"
+    assert "501" in document["paths"]["/v1/stats"]["get"]["responses"]
     assert document["paths"]["/v1/pricing/calculate"]["post"]["x-abaxus-scope"] == "read"
     assert "200" in document["paths"]["/v1/usage/parity"]["get"]["responses"]
     operation_ids = [

@@ -48,7 +48,9 @@ def test_each_path_is_served_by_the_function_that_owns_it(dev_server):
     assert events.status_code == 200 and events.json() == {"data": [], "next_cursor": None}
     assert usage.status_code == 422 and usage.json()["errors"][0]["loc"] == ["query", "customer_id"]
     payments = requests.get(dev_server.base_url + "/v1/payments", headers=headers, timeout=5)
-    assert payments.status_code == 501 and "issue #7" in payments.json()["detail"]
+    assert payments.status_code == 200 and payments.json() == {"data": [], "next_cursor": None}
+    missing = requests.get(dev_server.base_url + "/v1/payments/pay_x", headers=headers, timeout=5)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     unknown = requests.get(dev_server.base_url + "/v2/anything", headers=headers, timeout=5)
     assert unknown.status_code == 404 and unknown.json()["code"] == "route_not_found"
 

@@ -180,6 +180,52 @@ def test_a_decline_fails_the_invoice_and_schedules_the_next_attempt(billing, str
     assert timedelta(hours=23) < retry.run_after - datetime.now(UTC) <= timedelta(days=1)
 
 
+def test_payments_are_listed_and_read_through_the_charge_function(billing, stripe_server):
+    from functions_framework import create_app
+
+    from tests.integration.catalog_client import MAIN
+
+    client, subscription_id = billing
+    issued = _stripe_invoice(client, subscription_id, payment_method="pm_card_chargeDeclined")
+    charging.request_charge(SYSTEM, issued["id"])
+    _run_attempts()
+    client.api.patch("/v1/customers/cust_acme", {"payment_method": "pm_card_visa"})
+    # The retry dunning scheduled for tomorrow runs now when an operator asks for it.
+    retried = client.call("POST", f"/v1/invoices/{issued['id']}/charge", expect=202)
+    assert (retried["attempt"], retried["queued"]) == (2, True)
+    assert client.call("GET", f"/v1/invoices/{issued['id']}")["status"] == "paid"
+    charge = create_app(target="charge", source=MAIN).test_client()
+
+    def get(path, expect=200):
+        response = charge.get(path, headers=client.headers)
+        assert response.status_code == expect, response.get_data(as_text=True)
+        return response.get_json()
+
+    listed = get(f"/v1/payments?invoice_id={issued['id']}")["data"]
+    assert sorted((p["attempt"], p["status"], p["error"]) for p in listed) == [
+        (1, "failed", "Your card was declined."),
+        (2, "succeeded", None),
+    ]
+    for payment in listed:
+        assert payment["id"].startswith("pay_") and payment["customer_id"] == "cust_acme"
+        assert (payment["amount"], payment["currency"], payment["provider"]) == (
+            "13",
+            "USD",
+            "stripe",
+        )
+        assert payment["idempotency_key"] == f"abaxus-{issued['id']}-attempt-{payment['attempt']}"
+        assert get(f"/v1/payments/{payment['id']}") == payment
+    assert [p["attempt"] for p in get("/v1/payments?status=failed")["data"]] == [1]
+    assert get("/v1/payments?customer_id=cust_other")["data"] == []
+    first = get("/v1/payments?customer_id=cust_acme&limit=1")
+    second = get(f"/v1/payments?customer_id=cust_acme&limit=1&cursor={first['next_cursor']}")
+    assert [first["data"][0]["id"], second["data"][0]["id"]] == sorted(p["id"] for p in listed)
+    assert second["next_cursor"] is None
+    assert get("/v1/payments/pay_nope", expect=404)["code"] == "not_found"
+    refused = get("/v1/payments?status=paid", expect=422)
+    assert refused["errors"][0]["loc"] == ["query", "status"]
+
+
 def _signed(payload, secret=WEBHOOK_SECRET, at=None):
     at = at or int(time.time())
     signature = hmac.new(secret.encode(), f"{at}.{payload}".encode(), hashlib.sha256).hexdigest()
