@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 
 import flask
 import functions_framework
@@ -110,21 +109,26 @@ def issue_invoice(request: Request) -> Reply:
     """Number the invoice and make it final; with SMTP configured, its email job runs
     right after the commit (and on every billing tick until it succeeds)."""
     issued = invoicing.issue(request.require_caller(), request.params["invoice_id"])
-    if settings().smtp_url:
-        after_commit_drain()
+    email_after_commit(issued["id"])
     return Reply(issued)
 
 
-def after_commit_drain() -> None:
-    """Send due invoice emails in the background once this request has committed."""
+def email_after_commit(invoice_id: str) -> None:
+    """With SMTP configured, send the issued invoice's email once this request or event
+    has committed, in this thread (smtplib's timeout bounds the wait). A failure leaves
+    the job to its backoff: the billing tick sends it; the issue stands either way."""
+    if not settings().smtp_url:
+        return
 
-    def drain() -> None:
+    def send() -> None:
         try:
-            jobs.drain(QUEUE, JOB_HANDLERS)
-        except Exception:  # the tick drains again; a request must not fail for this
-            log.exception("background drain of invoice jobs failed")
+            outcome = jobs.run_now(QUEUE, JOB_HANDLERS, invoicing.email_job_key(invoice_id))
+        except Exception:  # the job stays queued; a response must not fail for this
+            log.exception("sending the invoice email failed", extra={"invoice_id": invoice_id})
+            return
+        log.info("invoice email", extra={"invoice_id": invoice_id, "outcome": outcome})
 
-    requests_after_commit(lambda: threading.Thread(target=drain, daemon=True).start())
+    requests_after_commit(send)
 
 
 @APP.route("/v1/invoices/<invoice_id>/void", ["POST"], body=VoidInvoice)
@@ -172,6 +176,8 @@ def on_calculation_completed(event: ReceivedEvent) -> None:
         invoice = invoicing.on_calculation_completed(data)
     except (errors.NotFound, errors.ValidationFailed, errors.Conflict) as error:
         raise errors.UnprocessableEvent(error.detail, code=error.code) from error
+    if invoice["status"] == "issued":
+        email_after_commit(invoice["id"])
     log.info(
         "invoice from calculation", extra={"invoice_id": invoice["id"], "status": invoice["status"]}
     )

@@ -151,23 +151,24 @@ def claim(
     limit: int,
     kinds: Sequence[str],
     now: datetime | None = None,
+    dedupe_key: str | None = None,
 ) -> list[Job]:
-    """Lock up to `limit` due pending jobs of `kinds` that no other transaction holds.
-    A worker claims only what it can run: other kinds wait for a worker that can."""
+    """Lock up to `limit` due pending jobs of `kinds` that no other transaction holds
+    (with `dedupe_key`: only that job). A worker claims only what it can run: other kinds
+    wait for a worker that can."""
     limit = max(1, min(limit, CLAIM_BATCH_MAX))
     if not kinds:
         return []
+    query = select(jobs).where(
+        jobs.c.queue == queue,
+        jobs.c.status == "pending",
+        jobs.c.run_after <= _now(now),
+        jobs.c.kind.in_(list(kinds)),
+    )
+    if dedupe_key is not None:
+        query = query.where(jobs.c.dedupe_key == dedupe_key)
     rows = connection.execute(
-        select(jobs)
-        .where(
-            jobs.c.queue == queue,
-            jobs.c.status == "pending",
-            jobs.c.run_after <= _now(now),
-            jobs.c.kind.in_(list(kinds)),
-        )
-        .order_by(jobs.c.run_after, jobs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        query.order_by(jobs.c.run_after, jobs.c.id).limit(limit).with_for_update(skip_locked=True)
     ).all()
     return [Job(r.id, r.queue, r.kind, dict(r.payload), r.attempts, r.max_attempts) for r in rows]
 
@@ -263,11 +264,15 @@ def work(
     *,
     limit: int = 10,
     now: datetime | None = None,
+    dedupe_key: str | None = None,
 ) -> WorkResult:
-    """Claim and run one batch of due jobs; returns what happened to them."""
+    """Claim and run one batch of due jobs (or the one with `dedupe_key`); returns what
+    happened to them."""
     result = WorkResult()
     with database.transaction() as connection:
-        claimed = claim(connection, queue, limit=limit, kinds=sorted(handlers), now=now)
+        claimed = claim(
+            connection, queue, limit=limit, kinds=sorted(handlers), now=now, dedupe_key=dedupe_key
+        )
         result.claimed = len(claimed)
         for job in claimed:
             result.record(_run(database, connection, job, handlers[job.kind], now))

@@ -36,6 +36,10 @@ EMAIL_JOB = "email"  # payload {"invoice_id"}: core.services.invoice_documents.s
 log = logging.getLogger(__name__)
 
 
+def email_job_key(invoice_id: str) -> str:
+    return f"email-{invoice_id}"
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -225,7 +229,7 @@ def issue(caller: Caller, invoice_id: str, now: datetime | None = None) -> dict[
                 INVOICE_QUEUE,
                 EMAIL_JOB,
                 {"invoice_id": invoice_id},
-                dedupe_key=f"email-{invoice_id}",
+                dedupe_key=email_job_key(invoice_id),
             )
         audit.record(
             connection,

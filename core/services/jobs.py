@@ -25,6 +25,16 @@ def drain(
     return total
 
 
+def run_now(queue_name: str, handlers: Mapping[str, queue.JobHandler], dedupe_key: str) -> str:
+    """Run one due job, named by its dedupe key, in this thread; what happened to it
+    ("done", "retry", "dead"), or "none" when it is not due (already done, running
+    elsewhere, or waiting for its retry)."""
+    result = queue.work(get_database(), queue_name, handlers, limit=1, dedupe_key=dedupe_key)
+    if result.claimed == 0:
+        return "none"
+    return "done" if result.done else "dead" if result.dead else "retry"
+
+
 def drain_together(
     queue_name: str, kind: str, handler: queue.BatchHandler, *, batch: int = 200
 ) -> queue.WorkResult:

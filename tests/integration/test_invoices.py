@@ -305,6 +305,27 @@ def test_an_issued_invoice_is_emailed_in_text_and_html_and_an_outage_is_retried(
     assert _drain_invoice_jobs().claimed == 0  # sent once
 
 
+def test_issuing_over_http_sends_the_email_before_it_answers_and_an_outage_does_not_fail_it(
+    billing, smtp
+):
+    inbox, controller = smtp
+    client, subscription_id = billing
+    client.api.patch("/v1/customers/cust_acme", {"email": "ap@acme.test"})
+    down = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    assert down["status"] == "issued" and inbox.envelopes == []
+    with get_database().transaction() as connection:
+        job = connection.execute(
+            text("SELECT status, attempts FROM jobs WHERE dedupe_key = :key"),
+            {"key": f"email-{down['id']}"},
+        ).one()
+    assert (job.status, job.attempts) == ("pending", 1)  # tried once, waits for its retry
+    controller.start()
+    august = client.draft(subscription_id, start=JULY, end=AUGUST)
+    up = client.call("POST", f"/v1/invoices/{august['id']}/issue")
+    (envelope,) = inbox.envelopes  # sent when the response came back, no drain needed
+    assert envelope.rcpt_tos == ["ap@acme.test"] and up["number"].encode() in envelope.content
+
+
 def test_the_invoice_as_html(billing):
     client, subscription_id = billing
     issued = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
