@@ -18,7 +18,10 @@ from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("invoice")
 QUEUE = "invoice"
-JOB_HANDLERS: dict[str, JobHandler] = {invoicing.EMAIL_JOB: invoice_documents.send_email}
+JOB_HANDLERS: dict[str, JobHandler] = {
+    invoicing.EMAIL_JOB: invoice_documents.send_email,
+    invoicing.LATE_USAGE_JOB: invoicing.late_usage_job,
+}
 
 STATUSES = ("draft", "issued", "paid", "payment_failed", "void")
 

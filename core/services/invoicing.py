@@ -33,6 +33,7 @@ from core.services.listing import paginate
 ZERO = Decimal(0)
 INVOICE_QUEUE = "invoice"
 EMAIL_JOB = "email"  # payload {"invoice_id"}: core.services.invoice_documents.send_email
+LATE_USAGE_JOB = "late_usage"  # payload {"invoice_id", "metric_key"}: late_usage_job
 log = logging.getLogger(__name__)
 
 
@@ -421,70 +422,27 @@ def record_late_usage(connection: Connection, job_ids: list[int]) -> int:
     """In the fold's transaction: for every issued invoice whose period received events of
     these ingestion jobs, re-price that period (its plan version, each event's meter
     version) and record the difference from what was invoiced and already adjusted, per
-    charge of the metric, as a `late_usage` adjustment. Returns how many it recorded."""
+    charge of the metric, as a `late_usage` adjustment. Returns how many it recorded.
+
+    A period that cannot be re-priced now (a pricing error) does not hold the fold back
+    and is not forgotten: a `late_usage` job retries it with backoff and, if it keeps
+    failing, is dead-lettered where operators see it (the difference is idempotent, so a
+    later run records exactly what is still missing)."""
     recorded = 0
     for found in rows.issued_covering(connection, job_ids):
-        invoice = rows.get(connection, found["invoice_id"])
-        assert invoice is not None
         try:
-            context = pricing.context_for(
-                connection,
-                invoice["subscription_id"],
-                Period(invoice["period_start"], invoice["period_end"]),
-            )
-            repriced = pricing.compute(connection, context)
-        except ValidationFailed:
-            log.exception(
-                "late usage could not be priced; no adjustment recorded",
-                extra={"invoice_id": invoice["id"], "metric_key": found["metric_key"]},
-            )
-            continue
-        invoiced = {
-            (line["charge"], line["meter_version"]): line
-            for line in invoice["lines"]
-            if line.get("type") == "usage"
-        }
-        for line in repriced["lines"]:
-            if line["metric_key"] != found["metric_key"]:
-                continue
-            before = invoiced.get((line["charge"], line["meter_version"]))
-            charge_key = f"{line['charge']}#{line['meter_version']}"
-            prior_quantity, prior_amount = rows.adjusted_so_far(
-                connection, invoice["id"], charge_key
-            )
-            quantity = (
-                Decimal(line["quantity"])
-                - Decimal(before["quantity"] if before else 0)
-                - prior_quantity
-            )
-            amount = (
-                Decimal(line["amount"]) - Decimal(before["amount"] if before else 0) - prior_amount
-            )
-            if quantity == 0 and amount == 0:
-                continue
-            sign = "+" if quantity >= 0 else ""
-            label = _period_label(invoice["period_start"], invoice["period_end"])
-            change = f"{line['metric_key']} {sign}{decimal_text(quantity)}"
-            rows.insert_adjustment(
-                connection,
-                {
-                    "id": _new_id("adj"),
-                    "customer_id": invoice["customer_id"],
-                    "subscription_id": invoice["subscription_id"],
-                    "kind": "late_usage",
-                    "original_invoice_id": invoice["id"],
-                    "charge": charge_key,
-                    "metric_key": line["metric_key"],
-                    "meter_version": line["meter_version"],
-                    "plan_version": invoice["plan_version"],
-                    "quantity_delta": quantity,
-                    "amount_delta": amount,
-                    "currency": invoice["currency"],
-                    "reason": "late_usage",
-                    "description": f"Late usage for {label} ({invoice['number']}): {change}",
+            with get_database().savepoint():
+                recorded += _adjust_late_usage(connection, found["invoice_id"], found["metric_key"])
+        except ValidationFailed as error:
+            log.warning(
+                "late usage could not be priced now; queued for retry",
+                extra={
+                    "invoice_id": found["invoice_id"],
+                    "metric_key": found["metric_key"],
+                    "error": error.detail,
                 },
             )
-            recorded += 1
+            queue.enqueue(connection, INVOICE_QUEUE, LATE_USAGE_JOB, found)
     if recorded:
         audit.record(
             connection,
@@ -494,6 +452,80 @@ def record_late_usage(connection: Connection, job_ids: list[int]) -> int:
             entity_id=",".join(str(j) for j in job_ids[:20]),
             state={"adjustments": recorded},
         )
+    return recorded
+
+
+def late_usage_job(job: queue.Job) -> None:
+    """The retry of a late-usage re-pricing that failed in the fold (queue `invoice`)."""
+    invoice_id, metric_key = str(job.payload["invoice_id"]), str(job.payload["metric_key"])
+    with get_database().transaction() as connection:
+        recorded = _adjust_late_usage(connection, invoice_id, metric_key)
+        if recorded:
+            audit.record(
+                connection,
+                SYSTEM,
+                action="adjustment.late_usage",
+                entity="invoice",
+                entity_id=invoice_id,
+                state={"adjustments": recorded, "retry_of_job": job.id},
+            )
+
+
+def _adjust_late_usage(connection: Connection, invoice_id: str, metric_key: str) -> int:
+    """Record what `metric_key` on an issued invoice is still missing; how many lines.
+    The invoice row is locked first, so two aggregators folding late events of one period
+    at once record the difference once: the second sees the first's adjustments."""
+    invoice = rows.get(connection, invoice_id, lock=True)
+    assert invoice is not None
+    context = pricing.context_for(
+        connection,
+        invoice["subscription_id"],
+        Period(invoice["period_start"], invoice["period_end"]),
+    )
+    repriced = pricing.compute(connection, context)
+    invoiced = {
+        (line["charge"], line["meter_version"]): line
+        for line in invoice["lines"]
+        if line.get("type") == "usage"
+    }
+    recorded = 0
+    for line in repriced["lines"]:
+        if line["metric_key"] != metric_key:
+            continue
+        before = invoiced.get((line["charge"], line["meter_version"]))
+        charge_key = f"{line['charge']}#{line['meter_version']}"
+        prior_quantity, prior_amount = rows.adjusted_so_far(connection, invoice["id"], charge_key)
+        quantity = (
+            Decimal(line["quantity"])
+            - Decimal(before["quantity"] if before else 0)
+            - prior_quantity
+        )
+        amount = Decimal(line["amount"]) - Decimal(before["amount"] if before else 0) - prior_amount
+        if quantity == 0 and amount == 0:
+            continue
+        sign = "+" if quantity >= 0 else ""
+        label = _period_label(invoice["period_start"], invoice["period_end"])
+        change = f"{line['metric_key']} {sign}{decimal_text(quantity)}"
+        rows.insert_adjustment(
+            connection,
+            {
+                "id": _new_id("adj"),
+                "customer_id": invoice["customer_id"],
+                "subscription_id": invoice["subscription_id"],
+                "kind": "late_usage",
+                "original_invoice_id": invoice["id"],
+                "charge": charge_key,
+                "metric_key": line["metric_key"],
+                "meter_version": line["meter_version"],
+                "plan_version": invoice["plan_version"],
+                "quantity_delta": quantity,
+                "amount_delta": amount,
+                "currency": invoice["currency"],
+                "reason": "late_usage",
+                "description": f"Late usage for {label} ({invoice['number']}): {change}",
+            },
+        )
+        recorded += 1
     return recorded
 
 

@@ -305,6 +305,38 @@ def test_an_issued_invoice_is_emailed_in_text_and_html_and_an_outage_is_retried(
     assert _drain_invoice_jobs().claimed == 0  # sent once
 
 
+def test_late_usage_that_cannot_be_priced_in_the_fold_is_retried_by_a_job(billing, monkeypatch):
+    from core.domain.errors import ValidationFailed
+    from core.services import pricing
+
+    client, subscription_id = billing
+    june = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    real_compute = pricing.compute
+
+    def failing(*args, **kwargs):
+        raise ValidationFailed("the formula failed", code="formula_error")
+
+    monkeypatch.setattr(pricing, "compute", failing)
+    ingest.ingest([_event(f"late{n}", 20) for n in range(40)], now=NOW)
+    folded = aggregation.drain()
+    assert folded.done >= 1 and folded.dead == 0  # the fold itself went through
+    assert client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"] == []
+    still_failing = _drain_invoice_jobs()
+    assert (still_failing.claimed, still_failing.retried) == (1, 1)
+    monkeypatch.setattr(pricing, "compute", real_compute)
+    with get_database().transaction() as connection:
+        connection.execute(text("UPDATE jobs SET run_after = now() WHERE kind = 'late_usage'"))
+    assert _drain_invoice_jobs().done == 1
+    (late,) = client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"]
+    assert (late["kind"], late["quantity_delta"], late["amount_delta"]) == (
+        "late_usage",
+        "40",
+        "0.4",
+    )
+    assert late["original_invoice_id"] == june["id"]
+    assert _drain_invoice_jobs().claimed == 0  # recorded once
+
+
 def test_issuing_over_http_sends_the_email_before_it_answers_and_an_outage_does_not_fail_it(
     billing, smtp
 ):
