@@ -4,11 +4,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 import requests
+from aiosmtpd.controller import Controller
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 
 from core.services.cloudevents import handled_events
+from tests.contract.http_servers import serve
+from tests.e2e.conftest import free_port, start_dev_server
+from tests.fixtures.providers import FakeStripe, Inbox
 
 
 def test_a_fresh_system_serves_health_metrics_and_the_printed_key(dev_server):
@@ -139,11 +144,41 @@ def test_ingested_events_reach_the_realtime_summary_through_the_broker(dev_serve
     assert parity["agree"] is True and parity["data"][0]["status"] == "agree"
 
 
-def test_the_billing_tick_alone_issues_the_invoice_and_overlapping_ticks_change_nothing(dev_server):
-    """tick -> invoice.requested -> calculate -> calculation.completed -> invoice drafts and
-    issues, all through the local broker, with no API call for the invoice itself."""
-    headers = {"Authorization": f"Bearer {dev_server.printed_key()}"}
-    base = dev_server.base_url
+@pytest.fixture
+def billing_server(db, tmp_path):
+    """The dev server with Stripe pointed at a fake Stripe API and SMTP at an inbox, both
+    real servers on loopback."""
+    stripe = FakeStripe()
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        with serve(stripe) as stripe_url:
+            server = start_dev_server(
+                db,
+                tmp_path,
+                ABAXUS_DEV_TICKS="false",
+                STRIPE_API_KEY="sk_test_e2e",
+                STRIPE_API_BASE=stripe_url,
+                SMTP_URL=f"smtp://127.0.0.1:{smtp.port}",
+            )
+            try:
+                yield server, stripe, inbox
+            finally:
+                server.stop()
+    finally:
+        smtp.stop()
+
+
+def test_the_billing_tick_alone_issues_charges_and_pays_and_redeliveries_change_nothing(
+    billing_server,
+):
+    """tick -> invoice.requested -> calculate -> calculation.completed -> invoice drafts,
+    issues and emails -> invoice.issued -> charge pays through Stripe, all through the
+    local broker, with no API call for the invoice itself."""
+    server, stripe, inbox = billing_server
+    headers = {"Authorization": f"Bearer {server.printed_key()}"}
+    base = server.base_url
 
     def post(path, body):
         response = requests.post(base + path, headers=headers, json=body, timeout=10)
@@ -169,7 +204,18 @@ def test_the_billing_tick_alone_issues_the_invoice_and_overlapping_ticks_change_
             "charges": [{"metric_key": "scans", "model": "per_unit", "unit_price": "0.5"}],
         },
     )
-    post("/v1/customers", {"id": "cust_tick", "name": "Tick", "currency": "USD"})
+    post(
+        "/v1/customers",
+        {
+            "id": "cust_tick",
+            "name": "Tick",
+            "currency": "USD",
+            "email": "ap@tick.test",
+            "billing_provider": "stripe",
+            "provider_customer_id": "cus_tick",
+            "payment_method": "pm_card_visa",
+        },
+    )
     starts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=45)
     post(
         "/v1/subscriptions",
@@ -187,20 +233,23 @@ def test_the_billing_tick_alone_issues_the_invoice_and_overlapping_ticks_change_
     ]
     assert post("/v1/events/batch", {"events": events})["accepted"] == 10
 
-    def tick(event_id):
+    def send(event_type, event_id, data):
         event = CloudEvent(
             {
-                "type": "dev.abaxus.billing.tick.v1",
+                "type": event_type,
                 "source": "/e2e",
                 "id": event_id,
                 "datacontenttype": "application/json",
             },
-            {"tick": "billing"},
+            data,
         )
         ce_headers, body = to_structured(event)
         assert (
             requests.post(base + "/", headers=ce_headers, data=body, timeout=5).status_code == 202
         )
+
+    def tick(event_id):
+        send("dev.abaxus.billing.tick.v1", event_id, {"tick": "billing"})
 
     def invoices():
         return requests.get(
@@ -209,19 +258,40 @@ def test_the_billing_tick_alone_issues_the_invoice_and_overlapping_ticks_change_
 
     tick("billing-1")
     deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and not any(i["status"] == "issued" for i in invoices()):
+    while time.monotonic() < deadline and not any(i["status"] == "paid" for i in invoices()):
         time.sleep(0.3)
-    (issued,) = invoices()
+    (paid,) = invoices()
     # 10 events * 3 scans * 0.5 = 15
-    assert (issued["status"], issued["total"], issued["number"]) == (
-        "issued",
+    assert (paid["status"], paid["total"], paid["number"], paid["amount_due"]) == (
+        "paid",
         "15",
         "ABX-2026-000001",
+        "0",
     )
+    ((key, form, authorization),) = stripe.requests
+    assert (key, authorization) == (f"abaxus-{paid['id']}-attempt-1", "Bearer sk_test_e2e")
+    assert (form["amount"], form["currency"], form["customer"]) == ("1500", "usd", "cus_tick")
+    payments = requests.get(
+        base + "/v1/payments", headers=headers, params={"invoice_id": paid["id"]}, timeout=10
+    ).json()["data"]
+    assert [(p["status"], p["provider_id"], p["amount"]) for p in payments] == [
+        ("succeeded", "pi_1", "15")
+    ]
+    (envelope,) = inbox.envelopes
+    assert envelope.rcpt_tos == ["ap@tick.test"] and paid["number"].encode() in envelope.content
     tick("billing-1")  # redelivered
     tick("billing-2")  # the next, overlapping tick
+    issued_again = {
+        "invoice_id": paid["id"],
+        "number": paid["number"],
+        "customer_id": "cust_tick",
+        "total": "15",
+        "currency": "USD",
+    }
+    send("dev.abaxus.invoice.issued.v1", f"invoice-issued-{paid['id']}", issued_again)
     time.sleep(3)
-    assert invoices() == [issued]
+    assert invoices() == [paid]
+    assert len(stripe.requests) == 1 and stripe.charges == 1 and len(inbox.envelopes) == 1
 
 
 def test_a_bulk_run_invoices_every_subscription_of_the_period_end(dev_server):

@@ -6,68 +6,20 @@ with verified signatures; manual payments."""
 import hashlib
 import hmac
 import json
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import text
-from werkzeug.wrappers import Request, Response
 
 from core.adapters.postgres.database import get_database
 from core.config import reload_settings
 from core.services import charging, invoicing, jobs
 from core.services.caller import SYSTEM
 from tests.contract.http_servers import serve
+from tests.fixtures.providers import FakeStripe
 
 WEBHOOK_SECRET = "whsec_test_secret"
-
-
-class FakeStripe:
-    """POST /v1/payment_intents, deduplicated by Idempotency-Key as Stripe does."""
-
-    def __init__(self):
-        self.requests = []  # (idempotency key, form)
-        self.by_key = {}
-        self.charges = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, environ, start_response):
-        request = Request(environ)
-        form = {k: v[0] for k, v in parse_qs(request.get_data(as_text=True)).items()}
-        key = request.headers.get("Idempotency-Key")
-        with self.lock:
-            self.requests.append((key, form, request.headers.get("Authorization")))
-            if key not in self.by_key:
-                self.by_key[key] = self._answer(form, len(self.by_key) + 1)
-            status, body = self.by_key[key]
-        return Response(json.dumps(body), status=status, content_type="application/json")(
-            environ, start_response
-        )
-
-    def _answer(self, form, n):
-        intent = {
-            "id": f"pi_{n}",
-            "object": "payment_intent",
-            "amount": int(form["amount"]),
-            "currency": form["currency"],
-            "customer": form["customer"],
-            "status": "succeeded",
-        }
-        if form["payment_method"] == "pm_card_chargeDeclined":
-            intent["status"] = "requires_payment_method"
-            error = {
-                "type": "card_error",
-                "code": "card_declined",
-                "message": "Your card was declined.",
-                "payment_intent": intent,
-            }
-            return 402, {"error": error}
-        if form["payment_method"] == "pm_processing":
-            intent["status"] = "processing"
-        self.charges += 1
-        return 200, intent
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from core.adapters.postgres.database import get_database
 from core.services import aggregation, ingest
 from core.services.caller import SYSTEM
+from tests.fixtures.providers import Inbox
 from tests.integration.billing_setup import AUGUST, JULY, JUNE, NOW, _event
 
 
@@ -210,15 +211,6 @@ def test_voiding(billing):
     assert [(n["amount_delta"], n["applied_invoice_id"]) for n in notes] == [("-15", july["id"])]
     refused = client.invoice.post(f"/v1/invoices/{july['id']}/issue", headers=client.headers)
     assert refused.status_code == 409 and refused.get_json()["code"] == "invoice_void"
-
-
-class Inbox:
-    def __init__(self):
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
 
 
 def _free_port():
