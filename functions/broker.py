@@ -230,17 +230,28 @@ class LocalBroker:
         }
         self.publish(headers, ping.data.encode("utf-8"), dedupe_key=f"ping:{event_id}")
 
+    def fire_due(self, minute: datetime, *, catch_up: bool = False) -> list[str]:
+        """Fire every ping source whose schedule matches `minute` (with `catch_up`: every
+        one, whatever its schedule); the names fired."""
+        fired = []
+        for ping in self.topology.pings:
+            try:
+                if catch_up or ping.fires_at(minute):
+                    self.fire(ping, minute)
+                    fired.append(ping.name)
+            except Exception:
+                log.exception("ping source failed", extra={"ping": ping.name})
+        return fired
+
     def _ping_loop(self) -> None:
+        # The first minute after start fires every source once: a dev machine that was off
+        # or asleep missed its ticks (all of them are idempotent), and a new user sees the
+        # billing cycle run without waiting for the top of the hour.
         last: datetime | None = None
         while not self._stop.is_set():
             minute = datetime.now(UTC).replace(second=0, microsecond=0)
             if minute != last:
-                for ping in self.topology.pings:
-                    try:
-                        if ping.fires_at(minute):
-                            self.fire(ping, minute)
-                    except Exception:
-                        log.exception("ping source failed", extra={"ping": ping.name})
+                self.fire_due(minute, catch_up=last is None)
                 last = minute
             self._stop.wait(1.0)
 

@@ -80,6 +80,25 @@ def test_a_ping_source_tick_is_routed_by_its_source_to_its_functions(dev_server)
     assert handled_events("aggregate") == []
 
 
+def test_ping_sources_fire_on_schedule_and_all_once_when_the_broker_starts(dev_server):
+    _, server = dev_server
+    assert server.broker.fire_due(datetime(2026, 3, 1, 13, 5, tzinfo=UTC)) == [
+        "abaxus-aggregate-tick"
+    ]
+    assert sorted(server.broker.fire_due(datetime(2026, 3, 1, 14, 0, tzinfo=UTC))) == [
+        "abaxus-aggregate-tick",
+        "abaxus-billing-tick",
+    ]
+    started = datetime(2026, 3, 1, 14, 7, tzinfo=UTC)  # not a billing minute: catch-up fires it
+    assert sorted(server.broker.fire_due(started, catch_up=True)) == [
+        "abaxus-aggregate-tick",
+        "abaxus-billing-tick",
+    ]
+    _drain(server.broker)
+    fired = [event_id for _, event_id, _ in handled_events("invoice")]
+    assert fired == ["abaxus-billing-tick-20260301T1400Z", "abaxus-billing-tick-20260301T1407Z"]
+
+
 def test_an_event_nobody_subscribes_to_is_accepted_and_delivered_nowhere(dev_server):
     base_url, _ = dev_server
     headers, body = to_binary(CloudEvent({"type": "dev.abaxus.nobody.v1", "source": "/x"}, {}))
