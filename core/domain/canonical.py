@@ -34,11 +34,9 @@ def rfc3339(value: datetime) -> str:
     """UTC, microseconds only when present, `Z` suffix."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: every instant in ABAXUS carries a UTC offset")
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + "Z"
+    # isoformat() of a UTC instant ends in "+00:00" and shows microseconds only when
+    # present (6 digits): the same text as strftime plus ".%f", several times faster.
+    return value.astimezone(UTC).isoformat()[:-6] + "Z"
 
 
 def canonical_json(value: Any) -> bytes:

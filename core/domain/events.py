@@ -217,16 +217,21 @@ def pseudonymize(properties: dict[str, Any], keys: frozenset[str], secret: bytes
 
 
 def content_sha256(
-    customer_id: str, metric_key: str, value: Decimal, timestamp: datetime, properties_json: str
+    customer_id: str,
+    metric_key: str,
+    value: Decimal,
+    timestamp: datetime | str,
+    properties_json: str,
 ) -> str:
     """What makes two events with one idempotency key the same event: the SHA-256 of
     canonical_json({customer_id, metric_key, properties, timestamp, value}). Assembled by
     hand on this hot path: customer ids and metric keys are validated to need no JSON
     escaping, and the properties are already canonical (a test checks the result equals
     canonical_json of the same object)."""
+    instant = timestamp if isinstance(timestamp, str) else rfc3339(timestamp)
     content = (
         f'{{"customer_id":"{customer_id}","metric_key":"{metric_key}",'
-        f'"properties":{properties_json},"timestamp":"{rfc3339(timestamp)}",'
+        f'"properties":{properties_json},"timestamp":"{instant}",'
         f'"value":"{decimal_text(value)}"}}'
     )
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
@@ -263,7 +268,8 @@ def parse_event(
             (FieldError((reject.field,), reject.message),),
             key,
         )
-    content = content_sha256(customer_id, metric_key, value, timestamp, properties_json)
+    instant = rfc3339(timestamp)  # once: both hashes take the same text
+    content = content_sha256(customer_id, metric_key, value, instant, properties_json)
     return UsageEvent(
         customer_id,
         metric_key,
@@ -273,7 +279,7 @@ def parse_event(
         properties,
         properties_json,
         content,
-        event_digest(key, timestamp, value),
+        event_digest(key, instant, value),
     )
 
 

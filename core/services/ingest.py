@@ -167,11 +167,11 @@ def _store(
     stored = rows.stored_keys(
         connection, [e.idempotency_key for e in events if e.idempotency_key not in inserted]
     )
-    accepted = 0
+    accepted_ids = []
     for (index, event), event_id in zip(known, ids, strict=True):
         key = event.idempotency_key
         if key in inserted:
-            accepted += 1
+            accepted_ids.append(event_id)
             outcomes[index] = Outcome(index, "accepted", key, event_id)
         elif stored[key][0] == event.content_sha256:
             outcomes[index] = Outcome(index, "duplicate", key, stored[key][1])
@@ -184,10 +184,11 @@ def _store(
                 code="idempotency_conflict",
                 detail="an event with this key and other content is stored; it was not changed",
             )
+    accepted = len(accepted_ids)
     if accepted:
         job_id = queue.enqueue(connection, AGGREGATE_QUEUE, FOLD_JOB, {"events": accepted})
         assert job_id is not None
-        moved = rows.insert_staged_events(connection, job_id=job_id, region=region)
+        moved = rows.insert_staged_events(connection, accepted_ids, job_id=job_id, region=region)
         if moved != accepted:  # the invariant, checked before anything commits
             raise RuntimeError(f"ingest moved {moved} staged events, expected {accepted}")
         after_commit(

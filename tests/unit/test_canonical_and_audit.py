@@ -2,6 +2,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.domain.audit import GENESIS_SHA256, row_sha256, verify_chain
 from core.domain.canonical import canonical_json, decimal_text, rfc3339, sha256_of
@@ -34,6 +36,20 @@ def test_rfc3339_is_utc_with_z_and_refuses_naive_datetimes():
     )
     with pytest.raises(ValueError, match="naive"):
         rfc3339(datetime(2026, 3, 1))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_rfc3339_text_is_the_strftime_form_whatever_the_offset(instant, offset_minutes):
+    shown = instant.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    expected = instant.strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{instant.microsecond:06d}" if instant.microsecond else ""
+    )
+    assert rfc3339(shown) == expected + "Z"
 
 
 def _chain(count):
