@@ -2,7 +2,8 @@
 single-event latency at 32 concurrent clients, and the same events written straight into
 the same tables with COPY + the same dedup, as a baseline measured in the same run.
 
-    python bench/ingest.py [--workers 2] [--threads 8] [--clients 4] [--batches 400]
+    python bench/ingest.py [--workers 3] [--threads 4] [--clients 4] [--batches 400]
+                           [--with-aggregation]
 
 Prints one JSON object. Server, database and clients share this machine's cores, so the
 absolute numbers are lower bounds; the ratio to the baseline is the figure to compare.
@@ -174,6 +175,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--singles", type=int, default=6400)
+    parser.add_argument(
+        "--with-aggregation",
+        action="store_true",
+        help="let the broker deliver events.ingested, so folding shares the cores during the "
+        "run (default: the ingest function alone, as its own pods run it in a cluster)",
+    )
     args = parser.parse_args()
 
     url = fresh_database("abaxus_bench")
@@ -187,6 +194,7 @@ def main() -> None:
         "WORKERS": str(args.workers),
         "THREADS": str(args.threads),
         "ABAXUS_DEV_TICKS": "false",
+        "ABAXUS_DEV_DELIVERIES": "true" if args.with_aggregation else "false",
         "ABAXUS_LOG_LEVEL": "WARNING",
         "ABAXUS_DB_POOL_SIZE": str(args.threads + 2),
     }
@@ -284,6 +292,7 @@ def main() -> None:
                 "workers": args.workers,
                 "threads": args.threads,
                 "client_processes": args.clients,
+                "aggregation_during_run": args.with_aggregation,
                 "batch": {
                     "events": accepted,
                     "seconds": round(batch_seconds, 2),

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     abaxus_knative_dir: Path = PROJECT_ROOT / "knative"
     # The dev server fires the PingSources of knative/ (ticks); tests may switch them off.
     abaxus_dev_ticks: bool = True
+    # Whether the dev server's broker delivers CloudEvents (off: they wait, durable, in its
+    # queue; bench/ingest.py measures the ingest function alone as a cluster runs it).
+    abaxus_dev_deliveries: bool = True
 
     request_body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
 

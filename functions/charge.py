@@ -25,17 +25,11 @@ log = logging.getLogger(__name__)
 @APP.route("/v1/payments")
 def list_payments(request: Request) -> Reply:
     """Payment attempts: `customer_id`, `invoice_id` and `status` filter."""
-    status = request.query("status")
-    if status is not None and status not in charging.PAYMENT_STATUSES:
-        raise errors.ValidationFailed(
-            f"status is one of {', '.join(charging.PAYMENT_STATUSES)}",
-            errors=[errors.FieldError(("query", "status"), "unknown status")],
-        )
     return list_reply(
         *charging.list_payments(
             customer_id=request.query("customer_id"),
             invoice_id=request.query("invoice_id"),
-            status=status,
+            status=request.one_of("status", charging.PAYMENT_STATUSES),
             cursor=request.query("cursor"),
             limit=request.limit(),
         )

@@ -93,7 +93,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     def start_broker(_worker: Any) -> None:
         runtime.after_fork()
-        server.broker.start(pings=config.abaxus_dev_ticks)
+        server.broker.start(
+            pings=config.abaxus_dev_ticks, deliverers=2 if config.abaxus_dev_deliveries else 0
+        )
 
     os.environ.setdefault("THREADS", str(config.threads))
     application = GunicornApplication(  # type: ignore[no-untyped-call]

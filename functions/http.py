@@ -154,6 +154,16 @@ class Request:
         assert instant is not None  # required=True raised otherwise
         return instant
 
+    def one_of(self, name: str, choices: Sequence[str]) -> str | None:
+        """An optional query parameter that must be one of `choices`."""
+        value = self.query(name)
+        if value is not None and value not in choices:
+            raise errors.ValidationFailed(
+                f"{name} is one of {', '.join(choices)}",
+                errors=[errors.FieldError(("query", name), f"unknown {name}")],
+            )
+        return value
+
     def required(self, name: str) -> str:
         value = self.query(name)
         if not value:
