@@ -117,14 +117,23 @@ class Request:
     params: dict[str, str]
     caller: Caller | None
     request_id: str
+    # A route with `grouped_auth`, called without an Idempotency-Key, gets no caller: its
+    # bearer secret, unchecked, for the handler's group commit to check with the group.
+    bearer: str | None = None
+    on_malformed: Callable[[], Any] | None = field(default=None, repr=False)
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
 
     def json(self) -> Any:
         if not self._parsed:
-            if not self.body.strip():
-                raise errors.MalformedRequest("a JSON body is required", code="malformed_json")
-            self._json, self._parsed = parse_json(self.body), True
+            try:
+                if not self.body.strip():
+                    raise errors.MalformedRequest("a JSON body is required", code="malformed_json")
+                self._json, self._parsed = parse_json(self.body), True
+            except errors.MalformedRequest:
+                if self.on_malformed is not None:
+                    self.on_malformed()  # its 401/403 comes before the body's 400
+                raise
         return self._json
 
     def query(self, name: str) -> str | None:
@@ -195,6 +204,9 @@ class Route:
     body: type[BaseModel] | dict[str, Any] | None = None
     status: int = 200
     implemented: bool = True
+    # Without an Idempotency-Key the handler authenticates (Request.bearer): used where
+    # concurrent requests are written in one transaction that checks their keys at once.
+    grouped_auth: bool = False
 
 
 DEAD_LETTER_PATH = "/dead-letters"
@@ -221,6 +233,7 @@ class FunctionApp:
         body: type[BaseModel] | dict[str, Any] | None = None,
         status: int = 200,
         implemented: bool = True,
+        grouped_auth: bool = False,
     ) -> Callable[[RouteHandler], RouteHandler]:
         """Declare a route. The default scope is `read` for GET and `admin` otherwise;
         `body` and `status` describe it in the OpenAPI document."""
@@ -232,7 +245,7 @@ class FunctionApp:
                     needed = auth.SCOPE_READ if method == "GET" else auth.SCOPE_ADMIN
                 endpoint = f"{method} {rule}"
                 self.routes[endpoint] = Route(
-                    rule, (method,), handler, needed, body, status, implemented
+                    rule, (method,), handler, needed, body, status, implemented, grouped_auth
                 )
                 self._map.add(Rule(rule, methods=[method], endpoint=endpoint))
             return handler
@@ -345,10 +358,25 @@ class FunctionApp:
     def _serve(
         self, route: Route, request: flask.Request, params: dict[str, str], request_id: str
     ) -> flask.Response:
+        key = request.headers.get("Idempotency-Key")
+        if route.grouped_auth and key is None and route.scope is not None:
+            # The handler's group commit checks the key; an unknown key with a malformed
+            # body still hears 401 first (Request.json authenticates before refusing it).
+            bearer = _bearer_secret(request)
+
+            def authenticate_first() -> None:
+                self._authenticate(request, route.scope, request_id)
+
+            try:
+                body = _read_body(request)
+            except errors.AbaxusError:
+                authenticate_first()
+                raise
+            context = Request(request, body, params, None, request_id, bearer, authenticate_first)
+            return _render(route.handler(context))
         caller = self._authenticate(request, route.scope, request_id)
         body = _read_body(request)
         context = Request(request, body, params, caller, request_id)
-        key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or key is None or caller is None:
             return _render(route.handler(context))
         if not IDEMPOTENCY_KEY_PATTERN.match(key):
@@ -382,11 +410,7 @@ class FunctionApp:
     ) -> Caller | None:
         if scope is None:
             return None
-        header = request.headers.get("Authorization", "")
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise errors.Unauthenticated("an API key is required: Authorization: Bearer <key>")
-        caller = api_keys.authenticate(secret.strip(), request_id)
+        caller = api_keys.authenticate(_bearer_secret(request), request_id)
         if not auth.allows(caller.scopes, scope):
             raise errors.Forbidden(
                 f"this API key lacks the {scope!r} scope", code="insufficient_scope"
@@ -571,6 +595,14 @@ def _stored(response: flask.Response) -> idempotency.StoredResponse:
         if name in response.headers:
             headers[name] = response.headers[name]
     return idempotency.StoredResponse(response.status_code, response.get_data(), headers)
+
+
+def _bearer_secret(request: flask.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise errors.Unauthenticated("an API key is required: Authorization: Bearer <key>")
+    return secret.strip()
 
 
 def list_reply(data: list[Any], next_cursor: str | None) -> Reply:

@@ -18,10 +18,19 @@ from functions.http import FunctionApp, Reply, Request, list_reply
 APP = FunctionApp("ingest")
 
 
-@APP.route("/v1/events", ["POST"], scope=auth.SCOPE_EVENTS_WRITE, body=EVENT_SCHEMA, status=202)
+@APP.route(
+    "/v1/events",
+    ["POST"],
+    scope=auth.SCOPE_EVENTS_WRITE,
+    body=EVENT_SCHEMA,
+    status=202,
+    grouped_auth=True,
+)
 def post_event(request: Request) -> Reply:
-    grouped = request.raw.headers.get("Idempotency-Key") is None
-    outcome = ingestion.ingest_single(request.json(), grouped=grouped)
+    """Without an Idempotency-Key header, concurrent single events of this process are
+    written in one transaction that also checks their keys (group commit); with one, the
+    event commits with the header's idempotency record, in the request's transaction."""
+    outcome = ingestion.ingest_single(request.json(), api_key=request.bearer)
     if outcome.outcome == "conflict":
         raise errors.Conflict(outcome.detail or "idempotency conflict", code="idempotency_conflict")
     if outcome.outcome == "invalid":

@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from core import auth
 from core.adapters.postgres import api_keys as rows
 from core.adapters.postgres.database import get_database
-from core.domain.errors import FieldError, NotFound, Unauthenticated, ValidationFailed
+from core.domain.errors import (
+    AbaxusError,
+    FieldError,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+)
 from core.services import audit
 from core.services.caller import SYSTEM, Caller
 from core.services.listing import paginate
@@ -111,10 +120,50 @@ def revoke_key(caller: Caller, key_id: str) -> dict[str, Any]:
 
 def authenticate(secret: str, request_id: str | None = None) -> Caller:
     """The caller behind a bearer secret; Unauthenticated if unknown or revoked."""
-    if not secret.startswith(auth.SECRET_PREFIX) or len(secret) > auth.SECRET_CHARS_MAX:
-        raise Unauthenticated("unknown API key")
+    _check_format(secret)
     with get_database().transaction() as connection:
         candidates = rows.find_by_prefix(connection, auth.lookup_prefix(secret))
+    return _match(secret, candidates, request_id)
+
+
+def authorize_all(
+    connection: Connection, secrets: Sequence[str], scope: str
+) -> dict[str, Caller | AbaxusError]:
+    """Many bearer secrets at once, in the caller's transaction (one statement): for each,
+    its caller, or the error its request answers (401 unknown or revoked, 403 without
+    `scope`). Group commit authenticates its concurrent requests this way."""
+    verdicts: dict[str, Caller | AbaxusError] = {}
+    wanted = []
+    for secret in set(secrets):
+        try:
+            _check_format(secret)
+            wanted.append(secret)
+        except Unauthenticated as error:
+            verdicts[secret] = error
+    found = rows.find_by_prefixes(connection, sorted({auth.lookup_prefix(s) for s in wanted}))
+    by_prefix: dict[str, list[dict[str, Any]]] = {}
+    for row in found:
+        by_prefix.setdefault(row["prefix"], []).append(row)
+    for secret in wanted:
+        try:
+            caller = _match(secret, by_prefix.get(auth.lookup_prefix(secret), []), None)
+        except Unauthenticated as error:
+            verdicts[secret] = error
+            continue
+        verdicts[secret] = (
+            caller
+            if auth.allows(caller.scopes, scope)
+            else Forbidden(f"this API key lacks the {scope!r} scope", code="insufficient_scope")
+        )
+    return verdicts
+
+
+def _check_format(secret: str) -> None:
+    if not secret.startswith(auth.SECRET_PREFIX) or len(secret) > auth.SECRET_CHARS_MAX:
+        raise Unauthenticated("unknown API key")
+
+
+def _match(secret: str, candidates: Sequence[dict[str, Any]], request_id: str | None) -> Caller:
     for row in candidates:
         if auth.secret_matches(secret, row["secret_sha256"]):
             if row["revoked_at"] is not None:

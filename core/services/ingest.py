@@ -16,16 +16,17 @@ from typing import Any
 
 from dateutil.relativedelta import relativedelta
 
+from core import auth
 from core.adapters import queue
 from core.adapters.postgres import events as rows
 from core.adapters.postgres.database import Database, after_commit, get_database, get_group_database
 from core.config import settings
 from core.domain import event_types
-from core.domain.errors import FieldError, ValidationFailed
+from core.domain.errors import AbaxusError, FieldError, ValidationFailed
 from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.pagination import decode_cursor, encode_cursor
 from core.observability import events_ingested, ingest_batch_size, ingest_duration
-from core.services import notify
+from core.services import api_keys, notify
 from core.services.aggregation import AGGREGATE_QUEUE, FOLD_JOB
 from core.services.group_commit import GroupCommit
 
@@ -201,19 +202,55 @@ def _store(
         )
 
 
-_single_events = GroupCommit(lambda raws: ingest(raws, database=get_group_database()))
+@dataclass(frozen=True)
+class _Grouped:
+    api_key: str
+    raw_event: Any
 
 
-def ingest_single(raw_event: Any, *, grouped: bool = True) -> Outcome:
-    """One event: grouped with concurrent single events of this process into one
-    transaction, or (grouped=False) in the caller's transaction — needed when something
-    else, like an Idempotency-Key record, must commit atomically with it."""
-    if not grouped:
+def _ingest_group(items: Sequence[_Grouped]) -> list[Outcome | AbaxusError]:
+    """One transaction for a group of single events: their requests' keys are checked
+    together (one statement, in the same transaction as the events), and the events of
+    the keys that may ingest are written together. A refused key's event is not read."""
+    database = get_group_database()
+    with database.transaction() as connection:
+        verdicts = api_keys.authorize_all(
+            connection, [item.api_key for item in items], auth.SCOPE_EVENTS_WRITE
+        )
+        allowed = [
+            index
+            for index, item in enumerate(items)
+            if not isinstance(verdicts[item.api_key], AbaxusError)
+        ]
+        outcomes = ingest([items[index].raw_event for index in allowed], database=database)
+    results: list[Outcome | AbaxusError] = []
+    by_index = dict(zip(allowed, outcomes, strict=True))
+    for index, item in enumerate(items):
+        verdict = verdicts[item.api_key]
+        if isinstance(verdict, AbaxusError):
+            results.append(verdict)
+        else:
+            results.append(by_index[index])
+    return results
+
+
+_single_events = GroupCommit(_ingest_group)
+
+
+def ingest_single(raw_event: Any, *, api_key: str | None = None) -> Outcome:
+    """One event. With `api_key` (the request's bearer secret, not yet checked), it is
+    grouped with concurrent single events of this process into one transaction that also
+    checks their keys (401/403 raised here); without, it is written in the caller's
+    transaction by an already authenticated request — needed when something else, like
+    an Idempotency-Key record, must commit atomically with it."""
+    if api_key is None:
         (outcome,) = ingest([raw_event])
         return outcome
-    outcome = _single_events.submit(raw_event)
-    assert isinstance(outcome, Outcome)
-    return outcome
+    result = _single_events.submit(_Grouped(api_key, raw_event))
+    if isinstance(result, AbaxusError):
+        raise result
+    assert isinstance(result, Outcome)
+    return result
 
 
 def list_events(

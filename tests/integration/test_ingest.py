@@ -167,6 +167,69 @@ def test_an_ingest_key_can_only_ingest(ingest, db):
     assert reader.post("/v1/events", json=_event("k")).status_code == 401
 
 
+def test_a_revoked_key_is_refused_at_once_on_the_grouped_single_event_path(ingest, db):
+    from tests.integration.catalog_client import Api
+
+    app = create_app(target="ingest", source=MAIN).test_client()
+    created = api_keys.create_key(SYSTEM, name="soon-revoked", scopes=["events:write"])
+    headers = bearer(created.secret)
+    assert app.post("/v1/events", json=_event("before"), headers=headers).status_code == 202
+    admin = Api(api_keys.create_key(SYSTEM, name="admin", scopes=["admin"]).secret)
+    admin.delete(f"/v1/api-keys/{created.key['id']}")
+    refused = app.post("/v1/events", json=_event("after"), headers=headers)
+    assert refused.status_code == 401 and refused.get_json()["code"] == "api_key_revoked"
+    # With an Idempotency-Key the request is authenticated before its transaction: the same.
+    keyed = app.post(
+        "/v1/events", json=_event("after2"), headers={**headers, "Idempotency-Key": "r-1"}
+    )
+    assert keyed.status_code == 401 and keyed.get_json()["code"] == "api_key_revoked"
+    assert [key for key, _, _ in _stored(db)] == ["before"]
+
+
+def test_an_unknown_key_hears_401_before_its_body_is_judged(ingest, db):
+    app = create_app(target="ingest", source=MAIN).test_client()
+    unknown = {"Authorization": "Bearer abx_" + "x" * 40, "Content-Type": "application/json"}
+    malformed = app.post("/v1/events", data=b"{not json", headers=unknown)
+    assert malformed.status_code == 401 and malformed.get_json()["code"] == "unauthenticated"
+    reader = bearer(api_keys.create_key(SYSTEM, name="r", scopes=["read"]).secret)
+    forbidden = app.post("/v1/events", data=b"{not json", headers=reader)
+    assert forbidden.status_code == 403 and forbidden.get_json()["code"] == "insufficient_scope"
+    valid = ingest.post("/v1/events", data=b"{not json", content_type="application/json")
+    assert valid.status_code == 400 and valid.get_json()["code"] == "malformed_json"
+
+
+def test_concurrent_single_events_with_mixed_keys_get_each_their_own_answer(ingest, db):
+    """Groups formed from 48 concurrent requests: each key is judged for its own request."""
+    app = create_app(target="ingest", source=MAIN)
+    writer = api_keys.create_key(SYSTEM, name="w", scopes=["events:write"]).secret
+    reader = api_keys.create_key(SYSTEM, name="r", scopes=["read"]).secret
+    revoked = api_keys.create_key(SYSTEM, name="x", scopes=["events:write"])
+    api_keys.revoke_key(SYSTEM, revoked.key["id"])
+    keys = {"writer": writer, "reader": reader, "revoked": revoked.secret, "unknown": "abx_nope"}
+    plan = [(name, f"{name}-{n}") for n in range(12) for name in keys]
+    start, answers = threading.Barrier(len(plan)), {}
+
+    def post(name, key):
+        client = app.test_client()
+        start.wait()
+        response = client.post("/v1/events", json=_event(key), headers=bearer(keys[name]))
+        answers[key] = (response.status_code, response.get_json().get("code"))
+
+    threads = [threading.Thread(target=post, args=item) for item in plan]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = {
+        "writer": (202, None),
+        "reader": (403, "insufficient_scope"),
+        "revoked": (401, "api_key_revoked"),
+        "unknown": (401, "unauthenticated"),
+    }
+    assert answers == {key: expected[name] for name, key in plan}
+    assert [key for key, _, _ in _stored(db)] == sorted(f"writer-{n}" for n in range(12))
+
+
 def test_listing_events_pages_in_time_order_with_received_at(ingest, db):
     base = NOW - timedelta(days=1)
     ingest.post(

@@ -41,6 +41,11 @@ def find_by_prefix(connection: Connection, prefix: str) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+def find_by_prefixes(connection: Connection, prefixes: Sequence[str]) -> list[dict[str, Any]]:
+    rows = connection.execute(select(api_keys).where(api_keys.c.prefix.in_(list(prefixes)))).all()
+    return [dict(row._mapping) for row in rows]
+
+
 def find_by_hash(connection: Connection, secret_sha256: str) -> dict[str, Any] | None:
     row = connection.execute(
         select(api_keys).where(api_keys.c.secret_sha256 == secret_sha256)
