@@ -349,7 +349,14 @@ class FunctionApp:
             response.headers["Allow"] = allowed
             return "unmatched", response
         route = self.routes[endpoint]
+        grouped = (
+            route.grouped_auth
+            and route.scope is not None
+            and request.headers.get("Idempotency-Key") is None
+        )
         try:
+            if grouped:  # no request transaction: the handler's group commit is the one
+                return route.rule, self._serve_grouped(route, request, dict(params), request_id)
             with requests.request_transaction():
                 return route.rule, self._serve(route, request, dict(params), request_id)
         except errors.AbaxusError as error:
@@ -359,21 +366,6 @@ class FunctionApp:
         self, route: Route, request: flask.Request, params: dict[str, str], request_id: str
     ) -> flask.Response:
         key = request.headers.get("Idempotency-Key")
-        if route.grouped_auth and key is None and route.scope is not None:
-            # The handler's group commit checks the key; an unknown key with a malformed
-            # body still hears 401 first (Request.json authenticates before refusing it).
-            bearer = _bearer_secret(request)
-
-            def authenticate_first() -> None:
-                self._authenticate(request, route.scope, request_id)
-
-            try:
-                body = _read_body(request)
-            except errors.AbaxusError:
-                authenticate_first()
-                raise
-            context = Request(request, body, params, None, request_id, bearer, authenticate_first)
-            return _render(route.handler(context))
         caller = self._authenticate(request, route.scope, request_id)
         body = _read_body(request)
         context = Request(request, body, params, caller, request_id)
@@ -404,6 +396,25 @@ class FunctionApp:
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return response
+
+    def _serve_grouped(
+        self, route: Route, request: flask.Request, params: dict[str, str], request_id: str
+    ) -> flask.Response:
+        """A `grouped_auth` route without an Idempotency-Key: the handler's group commit
+        checks the key with its group. An unknown key with an unreadable body still hears
+        401 first: reading or parsing the body fails only after authenticating."""
+        bearer = _bearer_secret(request)
+
+        def authenticate_first() -> None:
+            self._authenticate(request, route.scope, request_id)
+
+        try:
+            body = _read_body(request)
+        except errors.AbaxusError:
+            authenticate_first()
+            raise
+        context = Request(request, body, params, None, request_id, bearer, authenticate_first)
+        return _render(route.handler(context))
 
     def _authenticate(
         self, request: flask.Request, scope: str | None, request_id: str

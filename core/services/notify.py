@@ -4,7 +4,10 @@ A bounded in-process queue and one sender thread per process. Notifications are 
 the work is already durable in PostgreSQL and the next tick drains it — so:
 - when the queue is full a notification is dropped and counted, never blocking a request;
 - notifications marked `coalesce` (like events.ingested: "there is work to fold") that
-  pile up while the sender is busy are sent once, for the newest of them.
+  pile up while the sender is busy are sent once, for the newest of them; after sending
+  one, the sender lingers COALESCE_LINGER_SECONDS so that a steady stream of them (one
+  per group commit or batch) becomes about ten per second per process, not hundreds.
+  The receiver drains all pending work whichever note it gets.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,7 @@ from core.observability import cloudevents_emitted
 log = logging.getLogger(__name__)
 
 PENDING_MAX = 10_000
+COALESCE_LINGER_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ def _send_forever() -> None:
         skipped = len(notes) - len(coalesced(notes))
         if skipped:
             cloudevents_emitted.labels(notes[0].type, "coalesced").inc(skipped)
+        if any(note.coalesce for note in notes):
+            time.sleep(COALESCE_LINGER_SECONDS)  # let the next ones gather
 
 
 def emit_later(
