@@ -2,7 +2,7 @@
 single-event latency at 32 concurrent clients, and the same events written straight into
 the same tables with COPY + the same dedup, as a baseline measured in the same run.
 
-    python bench/ingest.py [--workers 3] [--threads 8] [--clients 4] [--batches 400]
+    python bench/ingest.py [--workers 2] [--threads 16] [--clients 4] [--batches 400]
                            [--with-aggregation]
 
 Prints one JSON object. Server, database and clients share this machine's cores, so the
@@ -170,8 +170,8 @@ def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--singles", type=int, default=6400)
