@@ -54,7 +54,7 @@ events_ingested = Counter(
 )
 ingest_batch_size = Histogram(
     "abaxus_ingest_batch_size",
-    "Events per ingestion request (single events count as 1).",
+    "Events per ingestion transaction: a batch, or a group-committed set of single events.",
     buckets=(1, 10, 50, 100, 250, 500),
     registry=REGISTRY,
 )
