@@ -422,10 +422,9 @@ class FunctionApp:
         if scope is None:
             return None
         caller = api_keys.authenticate(_bearer_secret(request), request_id)
-        if not auth.allows(caller.scopes, scope):
-            raise errors.Forbidden(
-                f"this API key lacks the {scope!r} scope", code="insufficient_scope"
-            )
+        forbidden = api_keys.scope_error(caller, scope)
+        if forbidden is not None:
+            raise forbidden
         return caller
 
     def _operational(self, path: str) -> flask.Response:

@@ -17,7 +17,7 @@ from typing import Any
 
 from core.domain.canonical import canonical_json, decimal_text, rfc3339
 from core.domain.errors import FieldError
-from core.domain.meters import event_digest
+from core.domain.meters import digest_of
 from core.domain.money import AmountError, to_decimal
 
 BATCH_EVENTS_MAX = 500
@@ -217,18 +217,14 @@ def pseudonymize(properties: dict[str, Any], keys: frozenset[str], secret: bytes
 
 
 def content_sha256(
-    customer_id: str,
-    metric_key: str,
-    value: Decimal,
-    timestamp: datetime | str,
-    properties_json: str,
+    customer_id: str, metric_key: str, value: Decimal, instant: str, properties_json: str
 ) -> str:
     """What makes two events with one idempotency key the same event: the SHA-256 of
-    canonical_json({customer_id, metric_key, properties, timestamp, value}). Assembled by
+    canonical_json({customer_id, metric_key, properties, timestamp, value}), the timestamp
+    as its RFC 3339 text (`instant`). Assembled by
     hand on this hot path: customer ids and metric keys are validated to need no JSON
     escaping, and the properties are already canonical (a test checks the result equals
     canonical_json of the same object)."""
-    instant = timestamp if isinstance(timestamp, str) else rfc3339(timestamp)
     content = (
         f'{{"customer_id":"{customer_id}","metric_key":"{metric_key}",'
         f'"properties":{properties_json},"timestamp":"{instant}",'
@@ -279,7 +275,7 @@ def parse_event(
         properties,
         properties_json,
         content,
-        event_digest(key, instant, value),
+        digest_of(key, instant, value),
     )
 
 

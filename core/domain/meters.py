@@ -207,13 +207,15 @@ def counted(meter: Meter, events: Iterable[MeterEvent]) -> list[tuple[MeterEvent
     return found
 
 
-def event_digest(idempotency_key: str, timestamp: datetime | str, value: Decimal) -> int:
+def event_digest(idempotency_key: str, timestamp: datetime, value: Decimal) -> int:
     """An event's digest: SHA-256 of `idempotency_key TAB timestamp TAB value LF` (RFC 3339
     UTC timestamp, normalized decimal value) as a 256-bit unsigned big-endian integer.
     Computed once at ingestion and stored with the event."""
-    instant = (
-        timestamp if isinstance(timestamp, str) else rfc3339(timestamp)
-    )  # str: rfc3339 already
+    return digest_of(idempotency_key, rfc3339(timestamp), value)
+
+
+def digest_of(idempotency_key: str, instant: str, value: Decimal) -> int:
+    """event_digest with the timestamp already in its RFC 3339 text (ingestion has it)."""
     line = f"{idempotency_key}\t{instant}\t{decimal_text(value)}\n"
     return int.from_bytes(hashlib.sha256(line.encode("utf-8")).digest(), "big")
 

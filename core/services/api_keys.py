@@ -150,12 +150,15 @@ def authorize_all(
         except Unauthenticated as error:
             verdicts[secret] = error
             continue
-        verdicts[secret] = (
-            caller
-            if auth.allows(caller.scopes, scope)
-            else Forbidden(f"this API key lacks the {scope!r} scope", code="insufficient_scope")
-        )
+        verdicts[secret] = scope_error(caller, scope) or caller
     return verdicts
+
+
+def scope_error(caller: Caller, scope: str) -> Forbidden | None:
+    """The 403 a request answers when its key lacks `scope`; None when it has it."""
+    if auth.allows(caller.scopes, scope):
+        return None
+    return Forbidden(f"this API key lacks the {scope!r} scope", code="insufficient_scope")
 
 
 def _check_format(secret: str) -> None:

@@ -217,21 +217,11 @@ def _ingest_group(items: Sequence[_Grouped]) -> list[Outcome | AbaxusError]:
         verdicts = api_keys.authorize_all(
             connection, [item.api_key for item in items], auth.SCOPE_EVENTS_WRITE
         )
-        allowed = [
-            index
-            for index, item in enumerate(items)
-            if not isinstance(verdicts[item.api_key], AbaxusError)
-        ]
-        outcomes = ingest([items[index].raw_event for index in allowed], database=database)
-    results: list[Outcome | AbaxusError] = []
-    by_index = dict(zip(allowed, outcomes, strict=True))
-    for index, item in enumerate(items):
-        verdict = verdicts[item.api_key]
-        if isinstance(verdict, AbaxusError):
-            results.append(verdict)
-        else:
-            results.append(by_index[index])
-    return results
+        refused = {key: v for key, v in verdicts.items() if isinstance(v, AbaxusError)}
+        allowed = [item.raw_event for item in items if item.api_key not in refused]
+        outcomes = iter(ingest(allowed, database=database))
+    # In order: a refused request gets its key's error, the others their events' outcomes.
+    return [refused[item.api_key] if item.api_key in refused else next(outcomes) for item in items]
 
 
 _single_events = GroupCommit(_ingest_group)

@@ -488,6 +488,7 @@ def _adjust_late_usage(connection: Connection, invoice_id: str, metric_key: str)
         for line in invoice["lines"]
         if line.get("type") == "usage"
     }
+    label = _period_label(invoice["period_start"], invoice["period_end"])
     recorded = 0
     for line in repriced["lines"]:
         if line["metric_key"] != metric_key:
@@ -504,7 +505,6 @@ def _adjust_late_usage(connection: Connection, invoice_id: str, metric_key: str)
         if quantity == 0 and amount == 0:
             continue
         sign = "+" if quantity >= 0 else ""
-        label = _period_label(invoice["period_start"], invoice["period_end"])
         change = f"{line['metric_key']} {sign}{decimal_text(quantity)}"
         rows.insert_adjustment(
             connection,
