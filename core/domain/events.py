@@ -281,7 +281,5 @@ def parse_event(
 
 def month_starts(timestamps: Iterable[datetime]) -> set[datetime]:
     """The UTC months (as their first instant) that these timestamps fall in."""
-    return {
-        t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        for t in timestamps
-    }
+    months = {(u.year, u.month) for u in (t.astimezone(UTC) for t in timestamps)}
+    return {datetime(year, month, 1, tzinfo=UTC) for year, month in months}

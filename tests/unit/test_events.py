@@ -1,11 +1,13 @@
 """Event validation rules (pure), each with its stable code."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from core.domain.events import Invalid, UsageEvent, parse_event, pseudonymize
+from core.domain.events import Invalid, UsageEvent, month_starts, parse_event, pseudonymize
 
 NOW = datetime(2026, 3, 17, 14, 0, tzinfo=UTC)
 GOOD = {
@@ -137,3 +139,30 @@ def test_the_hand_assembled_content_equals_canonical_json_of_the_event(propertie
     )
     assert event.properties_json == canonical_json(properties).decode()
     assert event.content_sha256 == hashlib.sha256(expected).hexdigest()
+
+
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(2000, 1, 1),
+            max_value=datetime(2100, 1, 1),
+            timezones=st.sampled_from(
+                [UTC, timezone(timedelta(hours=-11)), timezone(timedelta(hours=14))]
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_month_starts_are_the_utc_months_of_the_timestamps(timestamps: list[datetime]) -> None:
+    expected = {
+        t.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        for t in timestamps
+    }
+    assert month_starts(timestamps) == expected
+    assert all(m.tzinfo is UTC and m.day == 1 for m in month_starts(timestamps))
+
+
+def test_month_start_of_an_offset_timestamp_is_its_utc_month() -> None:
+    # 2026-03-01T01:00+02:00 is 2026-02-28T23:00Z: the event belongs to February's partition.
+    local = datetime(2026, 3, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    assert month_starts([local]) == {datetime(2026, 2, 1, tzinfo=UTC)}

@@ -97,6 +97,8 @@ def claim_staged_keys(connection: Connection) -> set[str]:
 def stored_keys(connection: Connection, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
     """idempotency key -> (content sha256, event id) of events stored earlier. A statement
     of its own: in READ COMMITTED it sees keys that a concurrent batch committed meanwhile."""
+    if not keys:  # every key was new: the usual case needs no round trip
+        return {}
     rows = connection.exec_driver_sql(
         "SELECT idempotency_key, content_sha256, event_id FROM event_keys WHERE idempotency_key = ANY(%(keys)s)",
         {"keys": list(keys)},
