@@ -22,7 +22,7 @@ from core.domain.errors import NotFound
 from core.logging import configure_logging
 from core.services import api_keys, audit, pricing, runtime
 from core.services.caller import SYSTEM
-from functions import openapi
+from functions import devworker, openapi
 from functions.devserver import DevServer
 
 
@@ -99,7 +99,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("THREADS", str(config.threads))
     application = GunicornApplication(  # type: ignore[no-untyped-call]
-        server, host, port, False, post_worker_init=start_broker
+        server,
+        host,
+        port,
+        False,
+        post_worker_init=start_broker,
+        **devworker.hooks(devworker.Balance()),  # keep-alive connections spread evenly
     )
     application.run()
     return 0
