@@ -16,6 +16,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,19 +56,65 @@ def _connection(port: int) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
 
+class KeepAliveClient:
+    """A lean HTTP/1.1 keep-alive client: each request's bytes are prepared before the
+    timed window and the response is read by Content-Length, so the load generator, which
+    shares the cores with the server under test, spends as little CPU as wrk would
+    (http.client cost ~0.23 ms of CPU per request here, 15% of the machine under load)."""
+
+    def __init__(self, port: int, secret: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = (
+            f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {secret}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        self.buffer = b""
+
+    def prepare(self, path: str, body: bytes) -> bytes:
+        return (
+            f"POST {path} HTTP/1.1\r\n".encode()
+            + self.head
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    def send(self, request: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(request)
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines[1:]
+            if line[:15].lower() == b"content-length:"
+        )
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, body
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+
 def batch_client(
     port: int, secret: str, bodies: list[bytes], start: float, results: multiprocessing.Queue
 ) -> None:
-    connection = _connection(port)
-    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    client = KeepAliveClient(port, secret)
+    requests = [client.prepare("/v1/events/batch", body) for body in bodies]
     while time.time() < start:
         time.sleep(0.001)
     accepted = 0
-    for body in bodies:
-        connection.request("POST", "/v1/events/batch", body=body, headers=headers)
-        response = connection.getresponse()
-        payload = json.loads(response.read())
-        assert response.status == 207, payload
+    for request in requests:
+        status, body = client.send(request)
+        payload = json.loads(body)
+        assert status == 207, payload
         accepted += payload["accepted"]
     results.put((accepted, time.time()))
 
@@ -80,16 +127,14 @@ def single_client(
     per_thread = len(bodies) // threads
 
     def run(chunk: list[bytes]) -> None:
-        connection = _connection(port)
-        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        client = KeepAliveClient(port, secret)
+        requests = [client.prepare("/v1/events", body) for body in chunk]
         mine = []
-        for body in chunk:
+        for request in requests:
             started = time.perf_counter()
-            connection.request("POST", "/v1/events", body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
+            status, body = client.send(request)
             mine.append(time.perf_counter() - started)
-            assert response.status == 202
+            assert status == 202, body
         with lock:
             latencies.extend(mine)
 
