@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, DateTime, func, insert, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import ColumnElement, Connection, DateTime, func, literal, select, update
 
 from core.adapters.postgres.database import Database
 from core.adapters.postgres.tables import jobs
+from core.domain.canonical import canonical_json
 from core.observability import jobs_finished
 
 log = logging.getLogger(__name__)
@@ -102,25 +102,30 @@ def enqueue(
     max_attempts: int = MAX_ATTEMPTS_DEFAULT,
 ) -> int | None:
     """Add a job in the caller's transaction. With a `dedupe_key`, a second enqueue of the
-    same key in the same queue is a no-op and returns None."""
-    values: dict[str, Any] = {
-        "queue": queue,
-        "kind": kind,
-        "payload": dict(payload or {}),
-        "dedupe_key": dedupe_key,
-        "max_attempts": max_attempts,
-    }
-    if run_after is not None:
-        values["run_after"] = run_after
-    if dedupe_key is None:
-        return connection.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one()
-    statement = (
-        pg_insert(jobs)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=[jobs.c.queue, jobs.c.dedupe_key])
-        .returning(jobs.c.id)
-    )
-    return connection.execute(statement).scalar_one_or_none()
+    same key in the same queue is a no-op and returns None. Constant SQL at the driver:
+    ingestion enqueues one job per transaction, and a compiled Core insert cost about as
+    much CPU as all of a small group's event statements together."""
+    row = connection.exec_driver_sql(
+        _ENQUEUE if dedupe_key is None else _ENQUEUE_DEDUPED,
+        {
+            "queue": queue,
+            "kind": kind,
+            "payload": canonical_json(dict(payload or {})).decode("utf-8"),
+            "dedupe_key": dedupe_key,
+            "max_attempts": max_attempts,
+            "run_after": run_after,
+        },
+    ).first()
+    return None if row is None else int(row[0])
+
+
+_ENQUEUE = (
+    "INSERT INTO jobs (queue, kind, payload, dedupe_key, max_attempts, run_after) "
+    "VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(dedupe_key)s, %(max_attempts)s, "
+    "COALESCE(%(run_after)s::timestamptz, now())) "
+)
+_ENQUEUE_DEDUPED = _ENQUEUE + "ON CONFLICT (queue, dedupe_key) DO NOTHING RETURNING id"
+_ENQUEUE += "RETURNING id"
 
 
 def bring_forward(connection: Connection, queue: str, dedupe_key: str) -> bool:
