@@ -128,6 +128,34 @@ _ENQUEUE_DEDUPED = _ENQUEUE + "ON CONFLICT (queue, dedupe_key) DO NOTHING RETURN
 _ENQUEUE += "RETURNING id"
 
 
+@dataclass(frozen=True)
+class CountedJob:
+    """One job enqueued inside another statement (a data-modifying CTE), whose payload
+    counts the rows of a CTE of that statement and which exists only when there are any:
+    a hand-off recorded in the same statement as the rows it hands off."""
+
+    queue: str
+    kind: str
+    count_key: str
+    max_attempts: int = MAX_ATTEMPTS_DEFAULT
+
+    def sql(self, rows_cte: str) -> str:
+        """The INSERT ... RETURNING id to place in a WITH clause beside `rows_cte`."""
+        return (
+            "INSERT INTO jobs (queue, kind, payload, max_attempts) "  # noqa: S608 - rows_cte is the caller's CTE name
+            "SELECT %(job_queue)s, %(job_kind)s, jsonb_build_object(%(job_count_key)s::text, "
+            f"count(*)), %(job_max_attempts)s FROM {rows_cte} HAVING count(*) > 0 RETURNING id"
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "job_queue": self.queue,
+            "job_kind": self.kind,
+            "job_count_key": self.count_key,
+            "job_max_attempts": self.max_attempts,
+        }
+
+
 def bring_forward(connection: Connection, queue: str, dedupe_key: str) -> bool:
     """Make a pending job that is scheduled later due now (an operator's retry). True if
     one was moved."""

@@ -31,6 +31,9 @@ from core.services import api_keys, notify
 from core.services.aggregation import AGGREGATE_QUEUE, FOLD_JOB
 from core.services.group_commit import GroupCommit
 
+# One job per transaction hands its new events to aggregation; its payload counts them.
+FOLD_HANDOFF = queue.CountedJob(AGGREGATE_QUEUE, FOLD_JOB, count_key="events")
+
 STATUS = {"accepted": 202, "duplicate": 200, "conflict": 409, "invalid": 422}
 
 
@@ -164,15 +167,13 @@ def _store(
     events = [event for _, event in known]
     ids = [_new_event_id() for _ in known]
     rows.stage(connection, events, ids)
-    inserted = rows.claim_staged_keys(connection)
+    inserted, job_id, moved = rows.claim_and_move(connection, FOLD_HANDOFF, region=region)
     stored = rows.stored_keys(
         connection, [e.idempotency_key for e in events if e.idempotency_key not in inserted]
     )
-    accepted_ids = []
     for (index, event), event_id in zip(known, ids, strict=True):
         key = event.idempotency_key
         if key in inserted:
-            accepted_ids.append(event_id)
             outcomes[index] = Outcome(index, "accepted", key, event_id)
         elif stored[key][0] == event.content_sha256:
             outcomes[index] = Outcome(index, "duplicate", key, stored[key][1])
@@ -185,13 +186,10 @@ def _store(
                 code="idempotency_conflict",
                 detail="an event with this key and other content is stored; it was not changed",
             )
-    accepted = len(accepted_ids)
-    if accepted:
-        job_id = queue.enqueue(connection, AGGREGATE_QUEUE, FOLD_JOB, {"events": accepted})
-        assert job_id is not None
-        moved = rows.insert_staged_events(connection, accepted_ids, job_id=job_id, region=region)
-        if moved != accepted:  # the invariant, checked before anything commits
-            raise RuntimeError(f"ingest moved {moved} staged events, expected {accepted}")
+    if moved != len(inserted) or (job_id is None) != (not inserted):
+        # The invariant, checked before anything commits.
+        raise RuntimeError(f"ingest moved {moved} staged events, expected {len(inserted)}")
+    if job_id is not None:
         after_commit(
             lambda: notify.emit_later(
                 event_types.EVENTS_INGESTED,

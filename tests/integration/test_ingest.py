@@ -123,6 +123,25 @@ def test_a_mixed_batch_answers_in_order_and_stores_only_what_is_valid(ingest, db
     assert jobs == [("aggregate", "fold", {"events": 1}), ("aggregate", "fold", {"events": 2})]
 
 
+def test_a_retried_batch_hands_nothing_new_to_aggregation(ingest, db):
+    """The hand-off job is enqueued in the statement that stores the events: one job per
+    batch with new events, counting them and named on each of them; none for a retry."""
+    batch = [_event(f"r{n}") for n in range(3)]
+    first = ingest.post("/v1/events/batch", json={"events": batch}).get_json()
+    retry = ingest.post("/v1/events/batch", json={"events": batch}).get_json()
+    partly = ingest.post("/v1/events/batch", json={"events": [*batch, _event("r3")]}).get_json()
+    assert (first["accepted"], retry["accepted"], retry["duplicates"]) == (3, 0, 3)
+    assert (partly["accepted"], partly["duplicates"]) == (1, 3)
+    with psycopg.connect(db) as connection:
+        jobs = connection.execute("SELECT id, payload FROM jobs ORDER BY id").fetchall()
+        owners = connection.execute(
+            "SELECT idempotency_key, ingest_job_id FROM events ORDER BY idempotency_key"
+        ).fetchall()
+    assert [payload for _, payload in jobs] == [{"events": 3}, {"events": 1}]
+    (first_job, _), (second_job, _) = jobs
+    assert owners == [("r0", first_job), ("r1", first_job), ("r2", first_job), ("r3", second_job)]
+
+
 def test_batch_size_limits_500_is_fine_501_is_413(ingest, db):
     ok = ingest.post("/v1/events/batch", json={"events": [_event(f"e{n}") for n in range(500)]})
     assert ok.status_code == 207 and ok.get_json()["accepted"] == 500

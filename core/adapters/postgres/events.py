@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from core.adapters.postgres.database import after_commit
+from core.adapters.queue import CountedJob
 from core.domain.events import UsageEvent
 
 _known_partitions: set[datetime] = set()
@@ -82,16 +83,33 @@ def stage(connection: Connection, events: Sequence[UsageEvent], ids: Sequence[st
             )
 
 
-def claim_staged_keys(connection: Connection) -> set[str]:
-    """Insert the staged idempotency keys that are new; returns them. In key order, so that
-    concurrent batches sharing keys wait on each other instead of deadlocking; a key being
-    inserted by another transaction waits for it and then counts as not new."""
-    rows = connection.exec_driver_sql(
-        "INSERT INTO event_keys (idempotency_key, content_sha256, event_id, event_timestamp) "
-        "SELECT idempotency_key, content_sha256, id, timestamp FROM ingest_staging ORDER BY idempotency_key "
-        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key"
-    )
-    return {str(key) for (key,) in rows}
+def claim_and_move(
+    connection: Connection, job: CountedJob, *, region: str
+) -> tuple[set[str], int | None, int]:
+    """In one statement: claim the staged idempotency keys that are new, move their events
+    into `events` and enqueue `job` (counting them) to hand them to aggregation. Returns
+    (claimed keys, the job's id or None when nothing was new, events moved).
+
+    Keys are claimed in key order, so that concurrent batches sharing keys wait on each
+    other instead of deadlocking; a key being inserted by another transaction waits for
+    it and then counts as not new. Only the staging table and the claimed keys are read:
+    a join with event_keys would be planned against a temp table without statistics and
+    scan event_keys, whose size only grows."""
+    keys, job_id, moved = connection.exec_driver_sql(
+        "WITH claimed AS (INSERT INTO event_keys (idempotency_key, content_sha256, event_id, "  # noqa: S608 - constant SQL: column list and job insert
+        "event_timestamp) SELECT idempotency_key, content_sha256, id, timestamp FROM ingest_staging "
+        "ORDER BY idempotency_key ON CONFLICT (idempotency_key) DO NOTHING "
+        "RETURNING idempotency_key, event_id), "
+        f"job AS ({job.sql('claimed')}), "
+        f"moved AS (INSERT INTO events ({STAGING_COLUMNS}, region, ingest_job_id) "
+        "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, "
+        "s.idempotency_key, s.content_sha256, s.digest, %(region)s, (SELECT id FROM job) "
+        "FROM ingest_staging s WHERE s.id IN (SELECT event_id FROM claimed) RETURNING 1) "
+        "SELECT ARRAY(SELECT idempotency_key FROM claimed), (SELECT id FROM job), "
+        "(SELECT count(*) FROM moved)",
+        {"region": region, **job.params()},
+    ).one()
+    return {str(key) for key in keys}, (None if job_id is None else int(job_id)), int(moved)
 
 
 def stored_keys(connection: Connection, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -104,22 +122,6 @@ def stored_keys(connection: Connection, keys: Sequence[str]) -> dict[str, tuple[
         {"keys": list(keys)},
     )
     return {str(key): (str(sha), str(event_id)) for key, sha, event_id in rows}
-
-
-def insert_staged_events(
-    connection: Connection, ids: Sequence[str], *, job_id: int, region: str
-) -> int:
-    """Move the staged events whose keys this transaction claimed (their ids) into events.
-    Only the staging table is read: a join with event_keys would be planned against a
-    temp table without statistics and scan event_keys, whose size only grows."""
-    result = connection.exec_driver_sql(
-        f"INSERT INTO events ({STAGING_COLUMNS}, region, ingest_job_id) "  # noqa: S608 - constant column list
-        "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, s.idempotency_key, "
-        "s.content_sha256, s.digest, %(region)s, %(job)s FROM ingest_staging s "
-        "WHERE s.id = ANY(%(ids)s)",
-        {"region": region, "job": job_id, "ids": list(ids)},
-    )
-    return int(result.rowcount)
 
 
 def page(
