@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from gunicorn.workers.gthread import ThreadWorker
 
 FREE = -1
-SLOTS = 64  # workers beyond this many accept unbalanced
+SLOTS = 16  # workers beyond this many accept unbalanced
 DISABLED_POLL_SECONDS = 0.01  # a worker that stopped accepting looks again this often
 
 
@@ -47,11 +47,9 @@ class Balance:
         """True while this worker holds no more connections than every live sibling."""
         if slot is None:
             return True
-        return all(
-            count == FREE or held <= count
-            for other, count in enumerate(self.counts)
-            if other != slot
-        )
+        counts = self.counts[:]  # one copy out of shared memory: this runs once per request
+        counts[slot] = FREE
+        return all(count == FREE or held <= count for count in counts)
 
 
 def balanced_worker(balance: Balance) -> type[ThreadWorker]:
