@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.domain.canonical import canonical_json, decimal_text, rfc3339
 from core.domain.errors import FieldError
@@ -65,8 +65,9 @@ EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class UsageEvent:
+class UsageEvent(
+    NamedTuple
+):  # a tuple: built per event on the hot path, 3x cheaper than a frozen dataclass
     customer_id: str
     metric_key: str
     value: Decimal
