@@ -27,6 +27,12 @@ def _parse(**changes):
     return parse_event(raw, now=NOW)
 
 
+def _parse_with(keys, secret, **changes):
+    return parse_event(
+        {**GOOD, **changes}, now=NOW, pseudonymized_keys=keys, pseudonym_secret=secret
+    )
+
+
 def test_a_valid_event_is_parsed_exactly():
     event = _parse(value=Decimal("0.1000000001"), timestamp="2026-03-17T15:00:00.123456+01:00")
     assert isinstance(event, UsageEvent)
@@ -73,6 +79,9 @@ def test_value_defaults_to_one_and_strings_are_numbers_too():
         ({"properties": {"name": "nul\x00byte"}}, "invalid_characters", "properties"),
         ({"properties": {"bad\x00key": 1}}, "invalid_characters", "properties"),
         ({"properties": {"name": "lone \ud800 surrogate"}}, "invalid_characters", "properties"),
+        ({"properties": {"lone \udfff key": 1}}, "invalid_characters", "properties"),
+        ({"properties": {"tags": ["ok", "n\x00l"]}}, "invalid_characters", "properties"),
+        ({"properties": {"tags": ["\ud83d"]}}, "invalid_characters", "properties"),
         ({"customer": "typo"}, "validation_error", "customer"),
     ],
 )
@@ -166,3 +175,21 @@ def test_month_start_of_an_offset_timestamp_is_its_utc_month() -> None:
     # 2026-03-01T01:00+02:00 is 2026-02-28T23:00Z: the event belongs to February's partition.
     local = datetime(2026, 3, 1, 1, tzinfo=timezone(timedelta(hours=2)))
     assert month_starts([local]) == {datetime(2026, 2, 1, tzinfo=UTC)}
+
+
+def test_the_six_characters_backslash_u0000_are_text_not_a_nul():
+    event = _parse(properties={"path": "C:\\u0000dir", "k\\u0000": "v"})
+    assert isinstance(event, UsageEvent)
+    assert event.properties == {"path": "C:\\u0000dir", "k\\u0000": "v"}
+
+
+def test_a_pseudonymized_property_is_checked_before_it_is_hashed():
+    """Its clear value never reaches storage, but a lone surrogate in it is still the
+    producer's 422, not a server error while hashing it."""
+    keys, secret = frozenset({"patient_id"}), b"s" * 32
+    bad = _parse_with(keys, secret, properties={"patient_id": "p\ud800"})
+    assert isinstance(bad, Invalid) and bad.code == "invalid_characters"
+    good = _parse_with(keys, secret, properties={"patient_id": "p-1", "site": "a"})
+    assert isinstance(good, UsageEvent)
+    assert good.properties["patient_id"].startswith("hmac-sha256:")
+    assert "p-1" not in good.properties_json and '"site":"a"' in good.properties_json
