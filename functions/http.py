@@ -79,8 +79,13 @@ def status_of(error: errors.AbaxusError) -> int:
     return 500
 
 
+# Built once (json.dumps with options builds an encoder per call); responses are never
+# circular, so the per-call cycle bookkeeping is skipped too.
+_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, check_circular=False)
+
+
 def to_json(value: Any) -> bytes:
-    return json.dumps(value, default=json_default, ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _reject_constant(name: str) -> Any:

@@ -39,10 +39,20 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()[:-6] + "Z"
 
 
+# One encoder for every call: json.dumps with options builds a new one each time, and its
+# circular-reference bookkeeping costs as much as encoding a small object (values here are
+# JSON documents or built by code: never circular; a cycle would still end in RecursionError).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    default=json_default,
+    check_circular=False,
+)
+
+
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default
-    ).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:
