@@ -3,6 +3,7 @@ services. A key with scope `events:write` can ingest and nothing else."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import flask
@@ -84,9 +85,7 @@ def post_batch(request: Request) -> Reply:
             code="batch_too_large",
         )
     outcomes = ingestion.ingest(events)
-    counts = {
-        name: sum(1 for o in outcomes if o.outcome == name) for name in ("accepted", "duplicate")
-    }
+    counts = Counter(o.outcome for o in outcomes)
     return Reply(
         {
             "results": [o.result() for o in outcomes],
@@ -134,7 +133,7 @@ def on_usage_reported(event: ReceivedEvent) -> None:
     outcomes = ingestion.ingest(raw_events)
     refused = [o for o in outcomes if o.outcome in {"invalid", "conflict"}]
     if refused:
-        details = "; ".join(f"[{o.index}] {o.code}: {o.detail}" for o in refused[:10])
+        details = "; ".join(f"[{o.position}] {o.code}: {o.detail}" for o in refused[:10])
         raise errors.UnprocessableEvent(f"usage refused: {details}", code="invalid_usage_event")
 
 
