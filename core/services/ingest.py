@@ -71,8 +71,11 @@ class Outcome(NamedTuple):
         return entry
 
 
-def _new_event_id() -> str:
-    return "evt_" + secrets.token_hex(12)
+def _new_event_ids(count: int) -> list[str]:
+    """`count` random event ids (96 bits each) from one read of the system's CSPRNG, the
+    source `secrets` uses, instead of one system call per event."""
+    text = secrets.token_hex(12 * count)
+    return ["evt_" + text[start : start + 24] for start in range(0, 24 * count, 24)]
 
 
 def _within_batch(
@@ -171,7 +174,7 @@ def _store(
     if not known:
         return
     events = [event for _, event in known]
-    ids = [_new_event_id() for _ in known]
+    ids = _new_event_ids(len(known))
     rows.stage(connection, events, ids)
     inserted, job_id, moved = rows.claim_and_move(connection, FOLD_HANDOFF, region=region)
     stored = rows.stored_keys(

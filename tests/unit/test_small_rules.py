@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 
 import pytest
@@ -58,3 +59,12 @@ def test_secrets_are_long_random_and_only_their_hash_matches():
 )
 def test_paths_belong_to_the_function_owning_their_longest_prefix(path, owner):
     assert owner_of(path) == owner
+
+
+def test_event_ids_are_distinct_96_bit_random_hex() -> None:
+    from core.services.ingest import _new_event_ids
+
+    ids = _new_event_ids(500)
+    assert len(ids) == len(set(ids)) == 500
+    assert all(re.fullmatch(r"evt_[0-9a-f]{24}", event_id) for event_id in ids)
+    assert _new_event_ids(1)[0] not in ids and _new_event_ids(0) == []
