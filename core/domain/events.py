@@ -65,9 +65,8 @@ EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
-class UsageEvent(
-    NamedTuple
-):  # a tuple: built per event on the hot path, 3x cheaper than a frozen dataclass
+# A tuple: one is built per event on the hot path, 3x faster than a frozen dataclass.
+class UsageEvent(NamedTuple):
     customer_id: str
     metric_key: str
     value: Decimal
