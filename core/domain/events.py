@@ -217,18 +217,18 @@ def pseudonymize(properties: dict[str, Any], keys: frozenset[str], secret: bytes
 
 
 def content_sha256(
-    customer_id: str, metric_key: str, value: Decimal, instant: str, properties_json: str
+    customer_id: str, metric_key: str, value_text: str, instant: str, properties_json: str
 ) -> str:
     """What makes two events with one idempotency key the same event: the SHA-256 of
     canonical_json({customer_id, metric_key, properties, timestamp, value}), the timestamp
-    as its RFC 3339 text (`instant`). Assembled by
-    hand on this hot path: customer ids and metric keys are validated to need no JSON
+    as its RFC 3339 text (`instant`), the value as its `decimal_text`. Assembled by hand on
+    this hot path: customer ids and metric keys are validated to need no JSON
     escaping, and the properties are already canonical (a test checks the result equals
     canonical_json of the same object)."""
     content = (
         f'{{"customer_id":"{customer_id}","metric_key":"{metric_key}",'
         f'"properties":{properties_json},"timestamp":"{instant}",'
-        f'"value":"{decimal_text(value)}"}}'
+        f'"value":"{value_text}"}}'
     )
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
@@ -264,8 +264,8 @@ def parse_event(
             (FieldError((reject.field,), reject.message),),
             key,
         )
-    instant = rfc3339(timestamp)  # once: both hashes take the same text
-    content = content_sha256(customer_id, metric_key, value, instant, properties_json)
+    instant, value_text = rfc3339(timestamp), decimal_text(value)  # once for both hashes
+    content = content_sha256(customer_id, metric_key, value_text, instant, properties_json)
     return UsageEvent(
         customer_id,
         metric_key,
@@ -275,7 +275,7 @@ def parse_event(
         properties,
         properties_json,
         content,
-        digest_of(key, instant, value),
+        digest_of(key, instant, value_text),
     )
 
 

@@ -211,12 +211,13 @@ def event_digest(idempotency_key: str, timestamp: datetime, value: Decimal) -> i
     """An event's digest: SHA-256 of `idempotency_key TAB timestamp TAB value LF` (RFC 3339
     UTC timestamp, normalized decimal value) as a 256-bit unsigned big-endian integer.
     Computed once at ingestion and stored with the event."""
-    return digest_of(idempotency_key, rfc3339(timestamp), value)
+    return digest_of(idempotency_key, rfc3339(timestamp), decimal_text(value))
 
 
-def digest_of(idempotency_key: str, instant: str, value: Decimal) -> int:
-    """event_digest with the timestamp already in its RFC 3339 text (ingestion has it)."""
-    line = f"{idempotency_key}\t{instant}\t{decimal_text(value)}\n"
+def digest_of(idempotency_key: str, instant: str, value_text: str) -> int:
+    """event_digest with the timestamp and the value already in their canonical texts
+    (`rfc3339`, `decimal_text`: ingestion has them)."""
+    line = f"{idempotency_key}\t{instant}\t{value_text}\n"
     return int.from_bytes(hashlib.sha256(line.encode("utf-8")).digest(), "big")
 
 
