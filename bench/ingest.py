@@ -12,10 +12,12 @@ absolute numbers are lower bounds; the ratio to the baseline is the figure to co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -158,6 +160,28 @@ def server_rss(pid: int) -> dict[str, int]:
         return {}
 
 
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the server's processes, by PostgreSQL's
+    and by this script's finished children (the load generators, once joined)."""
+    totals = {"server": 0.0, "postgres": 0.0}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(server_pid)
+        for process in [root, *root.children(recursive=True)]:
+            totals["server"] += sum(process.cpu_times()[:2])
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "postgres":
+            with contextlib.suppress(psutil.NoSuchProcess):
+                totals["postgres"] += sum(process.cpu_times()[:2])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    totals["clients"] = children.ru_utime + children.ru_stime
+    return totals
+
+
+def cpu_ms_per(before: dict[str, float], after: dict[str, float], units: int) -> dict[str, float]:
+    """Where the CPU of a phase went, per request (ms): what bounds it on shared cores."""
+    return {name: round((after[name] - before[name]) / units * 1000, 3) for name in before}
+
+
 def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -> float:
     """The same events, same tables, same dedup (event_keys ON CONFLICT), via COPY."""
 
@@ -283,6 +307,7 @@ def main() -> None:
         sampler.start()
         results: multiprocessing.Queue = multiprocessing.Queue()
         start = time.time() + 1.0
+        batch_cpu = cpu_seconds(server.pid)
         clients = [
             multiprocessing.Process(
                 target=batch_client,
@@ -297,11 +322,13 @@ def main() -> None:
             client.join()
         batch_seconds = max(end for _, end in finished) - start
         accepted = sum(n for n, _ in finished)
+        batch_cpu_ms = cpu_ms_per(batch_cpu, cpu_seconds(server.pid), len(bodies))
 
         single_bodies = [json.dumps(event).encode() for event in events("single", args.singles)]
         per = len(single_bodies) // 4
         latency_queue: multiprocessing.Queue = multiprocessing.Queue()
         single_started = time.perf_counter()
+        single_cpu = cpu_seconds(server.pid)
         singles = [
             multiprocessing.Process(
                 target=single_client,
@@ -315,6 +342,7 @@ def main() -> None:
         for process in singles:
             process.join()
         single_seconds = time.perf_counter() - single_started
+        single_cpu_ms = cpu_ms_per(single_cpu, cpu_seconds(server.pid), len(latencies))
         stop_sampling.set()
         sampler.join()
     finally:
@@ -342,6 +370,7 @@ def main() -> None:
                     "events": accepted,
                     "seconds": round(batch_seconds, 2),
                     "events_per_second": round(http_rate),
+                    "cpu_ms_per_batch": batch_cpu_ms,
                 },
                 "copy_baseline": {
                     "events": len(baseline_events) * BATCH,
@@ -357,6 +386,7 @@ def main() -> None:
                     "p95_ms": pct(95),
                     "p99_ms": pct(99),
                     "mean_ms": round(statistics.mean(latencies) * 1000, 2),
+                    "cpu_ms_per_request": single_cpu_ms,
                 },
                 "server_peak_rss_mib": {
                     pid: round(rss / 2**20, 1) for pid, rss in sorted(rss_peaks.items())
