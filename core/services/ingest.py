@@ -49,10 +49,6 @@ class Outcome(NamedTuple):
     detail: str | None = None
     errors: tuple[FieldError, ...] = ()
 
-    @property
-    def status(self) -> int:
-        return STATUS[self.outcome]
-
     def result(self) -> dict[str, Any]:
         """One entry of a batch response."""
         entry: dict[str, Any] = {
