@@ -119,13 +119,13 @@ def enqueue(
     return None if row is None else int(row[0])
 
 
-_ENQUEUE = (
+_INSERT_JOB = (
     "INSERT INTO jobs (queue, kind, payload, dedupe_key, max_attempts, run_after) "
     "VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(dedupe_key)s, %(max_attempts)s, "
     "COALESCE(%(run_after)s::timestamptz, now())) "
 )
-_ENQUEUE_DEDUPED = _ENQUEUE + "ON CONFLICT (queue, dedupe_key) DO NOTHING RETURNING id"
-_ENQUEUE += "RETURNING id"
+_ENQUEUE = _INSERT_JOB + "RETURNING id"
+_ENQUEUE_DEDUPED = _INSERT_JOB + "ON CONFLICT (queue, dedupe_key) DO NOTHING RETURNING id"
 
 
 @dataclass(frozen=True)
