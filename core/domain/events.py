@@ -76,6 +76,8 @@ class UsageEvent(NamedTuple):
     properties_json: str  # canonical JSON of properties, as stored and as hashed
     content_sha256: str
     digest: int  # core.domain.meters.event_digest, summed by usage checksums
+    value_text: str  # decimal_text(value): the canonical texts both hashes are taken over,
+    instant: str  # rfc3339(timestamp), and what the batch's COPY sends to PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,8 @@ def parse_event(
         properties_json,
         content,
         digest_of(key, instant, value_text),
+        value_text,
+        instant,
     )
 
 

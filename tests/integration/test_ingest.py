@@ -1,7 +1,7 @@
 """Event ingestion through the real `ingest` app, against real PostgreSQL."""
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -10,6 +10,7 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
 from core.config import reload_settings
+from core.domain.events import parse_event
 from core.services import api_keys
 from core.services.caller import SYSTEM
 from tests.conftest import PROJECT_ROOT, bearer
@@ -140,6 +141,46 @@ def test_a_retried_batch_hands_nothing_new_to_aggregation(ingest, db):
     assert [payload for _, payload in jobs] == [{"events": 3}, {"events": 1}]
     (first_job, _), (second_job, _) = jobs
     assert owners == [("r0", first_job), ("r1", first_job), ("r2", first_job), ("r3", second_job)]
+
+
+def test_texts_that_mean_something_to_copy_are_stored_exactly(ingest, db):
+    """The batch reaches PostgreSQL as COPY text assembled by ABAXUS: a backslash, `\\N`
+    (COPY's NULL), `\\.` (its end marker) or an escaped tab or newline in a key or a
+    property is stored as sent, and the stored hashes are the ones parse_event took."""
+    awkward = ["back\\slash", "\\N", "\\.", "tab\there", "line\nbreak", "cr\rx", '"quoted"']
+    at = datetime(2026, 3, 17, 14, 0, 0, 123400, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    batch = [
+        _event(
+            f"k\\{n}\\N",
+            "-0.0000000001" if n % 2 else "12.50",
+            at=at if n == 0 else None,
+            properties={"nested": {"\\key": text}, "list": [text, "\\\\"]},
+        )
+        for n, text in enumerate(awkward)
+    ]
+    body = ingest.post("/v1/events/batch", json={"events": batch}).get_json()
+    assert body["accepted"] == len(awkward), body
+    with psycopg.connect(db) as connection:
+        stored = connection.execute(
+            "SELECT idempotency_key, properties, value::text, timestamp, content_sha256, digest "
+            "FROM events ORDER BY idempotency_key"
+        ).fetchall()
+    now = datetime.now(UTC)
+    expected = sorted(
+        (parse_event(event, now=now) for event in batch), key=lambda e: e.idempotency_key
+    )
+    assert [row[0] for row in stored] == [e.idempotency_key for e in expected]
+    assert [row[1] for row in stored] == [e.properties for e in expected]
+    assert [row[2] for row in stored] == [
+        "-0.0000000001" if e.value < 0 else "12.5000000000" for e in expected
+    ]
+    assert [row[3] for row in stored] == [e.timestamp for e in expected]
+    assert stored[0][3] == datetime(2026, 3, 17, 8, 30, 0, 123400, tzinfo=UTC)
+    assert [(row[4], int(row[5])) for row in stored] == [
+        (e.content_sha256, e.digest) for e in expected
+    ]
+    again = ingest.post("/v1/events/batch", json={"events": batch}).get_json()
+    assert (again["accepted"], again["duplicates"]) == (0, len(awkward))
 
 
 def test_batch_size_limits_500_is_fine_501_is_413(ingest, db):
