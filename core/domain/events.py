@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from core.domain.canonical import canonical_json, decimal_text, rfc3339
+from core.domain.canonical import canonical_json, canonical_text, decimal_text, rfc3339
 from core.domain.errors import FieldError
 from core.domain.meters import digest_of
 from core.domain.money import AmountError, to_decimal
@@ -162,7 +162,8 @@ def _value(raw: Mapping[str, Any]) -> Decimal:
         raise _Reject("invalid_value", "value", str(error)) from error
 
 
-def _timestamp(raw: Mapping[str, Any], now: datetime) -> datetime:
+def _timestamp(raw: Mapping[str, Any], now: datetime) -> tuple[datetime, str]:
+    """The instant and its canonical text (`rfc3339`)."""
     text = raw.get("timestamp")
     if text is None:
         raise _Reject("missing_field", "timestamp", "is required")
@@ -173,16 +174,24 @@ def _timestamp(raw: Mapping[str, Any], now: datetime) -> datetime:
             "must be RFC 3339 with an offset, e.g. 2026-03-17T14:00:00Z (at most microseconds)",
         )
     try:
-        instant = datetime.fromisoformat(text.replace("z", "Z")).astimezone(UTC)
+        instant = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError as error:
         raise _Reject(
             "invalid_timestamp", "timestamp", f"is not a real instant: {error}"
         ) from error
+    if instant.tzinfo is UTC and text[10] == "T":
+        # Sent in UTC ("Z", "+00:00" parse to UTC itself): its date and time digits are
+        # the canonical ones, and only the fraction needs rewriting (6 digits, or none).
+        micro = instant.microsecond
+        canonical = text[:19] + (f".{micro:06d}Z" if micro else "Z")
+    else:
+        instant = instant.astimezone(UTC)
+        canonical = rfc3339(instant)
     if instant > now + FUTURE_TOLERANCE:
         raise _Reject("timestamp_in_future", "timestamp", "is more than 5 minutes in the future")
     if instant < EARLIEST_TIMESTAMP:
         raise _Reject("invalid_timestamp", "timestamp", "is before 2000-01-01")
-    return instant
+    return instant, canonical
 
 
 def _properties(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,12 +207,15 @@ def _properties(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _properties_json(properties: dict[str, Any]) -> str:
-    encoded = canonical_json(properties)
-    if len(encoded) > PROPERTIES_BYTES_MAX:
+    if not properties:
+        return "{}"
+    text = canonical_text(properties)
+    # A character is at most 4 bytes of UTF-8: only a long text needs encoding to measure.
+    if len(text) * 4 > PROPERTIES_BYTES_MAX and len(text.encode("utf-8")) > PROPERTIES_BYTES_MAX:
         raise _Reject(
             "invalid_properties", "properties", f"larger than {PROPERTIES_BYTES_MAX} bytes"
         )
-    return encoded.decode("utf-8")
+    return text
 
 
 def pseudonymize(properties: dict[str, Any], keys: frozenset[str], secret: bytes) -> dict[str, Any]:
@@ -256,7 +268,7 @@ def parse_event(
             raw, "metric_key", METRIC_KEY, "a metric key (lowercase, [a-z][a-z0-9_]*)"
         )
         value = _value(raw)
-        timestamp = _timestamp(raw, now)
+        timestamp, instant = _timestamp(raw, now)
         properties = pseudonymize(_properties(raw), pseudonymized_keys, pseudonym_secret)
         properties_json = _properties_json(properties)
     except _Reject as reject:
@@ -266,7 +278,7 @@ def parse_event(
             (FieldError((reject.field,), reject.message),),
             key,
         )
-    instant, value_text = rfc3339(timestamp), decimal_text(value)  # once for both hashes
+    value_text = decimal_text(value)  # once for both hashes
     content = content_sha256(customer_id, metric_key, value_text, instant, properties_json)
     return UsageEvent(
         customer_id,

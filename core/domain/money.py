@@ -12,6 +12,7 @@ from babel.numbers import get_currency_precision, list_currencies
 SCALE_MAX = 10
 INTEGER_DIGITS_MAX = 10
 MAGNITUDE_LIMIT = Decimal(10) ** INTEGER_DIGITS_MAX
+MAGNITUDE_INT = 10**INTEGER_DIGITS_MAX
 
 
 class AmountError(ValueError):
@@ -21,6 +22,8 @@ class AmountError(ValueError):
 def to_decimal(value: Any) -> Decimal:
     """A JSON number (int or Decimal, never float) or a numeric string, as an exact
     Decimal that fits NUMERIC(20,10)."""
+    if type(value) is int and -MAGNITUDE_INT < value < MAGNITUDE_INT:  # the usual count
+        return Decimal(value)
     if isinstance(value, bool | float):
         raise AmountError("must be an exact number (a JSON number or a string), not a float")
     if isinstance(value, int | Decimal):

@@ -171,6 +171,57 @@ def test_month_starts_are_the_utc_months_of_the_timestamps(timestamps: list[date
     assert all(m.tzinfo is UTC and m.day == 1 for m in month_starts(timestamps))
 
 
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 2),
+        max_value=datetime(2026, 3, 17),
+        timezones=st.sampled_from(
+            [
+                UTC,
+                timezone(timedelta(0)),
+                timezone(timedelta(hours=-11)),
+                timezone(timedelta(hours=5, minutes=30)),
+            ]
+        ),
+    ),
+    st.sampled_from(["iso", "Z", "z", "+00:00", "-00:00", "space", "t", "millis"]),
+    st.one_of(
+        st.integers(-(10**9), 10**9),
+        st.decimals(
+            places=4, allow_nan=False, allow_infinity=False, min_value=-1000, max_value=1000
+        ),
+    ),
+)
+def test_every_spelling_of_an_instant_and_a_value_has_the_canonical_texts(
+    instant: datetime, spelling: str, value: object
+) -> None:
+    """parse_event takes the canonical instant from the text when it was sent in UTC: it
+    equals rfc3339 of the parsed instant, and the stored digest equals event_digest."""
+    from core.domain.canonical import decimal_text, rfc3339
+    from core.domain.meters import event_digest
+
+    utc = instant.astimezone(UTC)
+    text = {
+        "iso": instant.isoformat(),
+        "Z": utc.isoformat().replace("+00:00", "Z"),
+        "z": utc.isoformat().replace("+00:00", "z"),
+        "+00:00": utc.isoformat(),
+        "-00:00": utc.isoformat().replace("+00:00", "-00:00"),
+        "space": utc.isoformat().replace("T", " "),
+        "t": utc.isoformat().replace("T", "t"),
+        "millis": utc.isoformat(timespec="milliseconds"),
+    }[spelling]
+    event = _parse(timestamp=text, value=value)
+    assert isinstance(event, UsageEvent), (text, event)
+    expected = (
+        utc.replace(microsecond=utc.microsecond // 1000 * 1000) if spelling == "millis" else utc
+    )
+    assert event.timestamp == expected
+    assert event.instant == rfc3339(expected)
+    assert event.value_text == decimal_text(Decimal(value))  # type: ignore[arg-type]
+    assert event.digest == event_digest(event.idempotency_key, expected, event.value)
+
+
 def test_month_start_of_an_offset_timestamp_is_its_utc_month() -> None:
     # 2026-03-01T01:00+02:00 is 2026-02-28T23:00Z: the event belongs to February's partition.
     local = datetime(2026, 3, 1, 1, tzinfo=timezone(timedelta(hours=2)))
