@@ -183,15 +183,19 @@ def cpu_ms_per(before: dict[str, float], after: dict[str, float], units: int) ->
 
 
 def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -> float:
-    """The same events, same tables, same dedup (event_keys ON CONFLICT), via COPY."""
+    """The same events, same tables, same dedup (event_keys ON CONFLICT), via COPY. Like
+    the server, each connection is open and has its temp table before the clock starts."""
+    ready = threading.Barrier(connections + 1)
 
     def load(chunks: list[list[dict]]) -> None:
         with psycopg.connect(url) as connection:
+            connection.execute(
+                "CREATE TEMP TABLE incoming (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            connection.commit()
+            ready.wait()
             for chunk in chunks:
                 with connection.transaction():
-                    connection.execute(
-                        "CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                    )
                     with connection.cursor().copy(
                         "COPY incoming (id, customer_id, metric_key, value, timestamp, properties, idempotency_key, content_sha256, digest, region, ingest_job_id) FROM STDIN"
                     ) as copy:
@@ -224,17 +228,56 @@ def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -
             load(chunks)
         except BaseException as error:  # a baseline that failed must not print a rate
             failures.append(error)
+            ready.abort()
 
     groups = [bodies_events[i::connections] for i in range(connections)]
-    started = time.perf_counter()
     threads = [threading.Thread(target=guarded, args=(group,)) for group in groups]
     for thread in threads:
         thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        ready.wait()
+    started = time.perf_counter()
     for thread in threads:
         thread.join()
     if failures:
         raise RuntimeError("the COPY baseline failed") from failures[0]
     return time.perf_counter() - started
+
+
+def settle(server_pid: int, *, idle_cpu_seconds: float = 0.02, window: float = 0.5) -> None:
+    """Wait (at most 30 s) until the server's processes use less than `idle_cpu_seconds`
+    of CPU in `window`: what warming up started has finished before the clock starts."""
+    previous = cpu_seconds(server_pid)["server"]
+    for _ in range(int(30 / window)):
+        time.sleep(window)
+        current = cpu_seconds(server_pid)["server"]
+        if current - previous < idle_cpu_seconds:
+            return
+        previous = current
+
+
+def warm_up(port: int, secret: str, server_pid: int, connections: int = 32) -> None:
+    """Steady state is what the figures describe: before the clock, every worker has
+    served batches and single events (its database pools, staging tables, partitions and
+    the bus's first connection exist). Warm-up events use keys of their own and are not
+    counted."""
+    prefix = f"warm-{uuid.uuid4().hex[:8]}"
+
+    def one(number: int) -> None:
+        client = KeepAliveClient(port, secret)
+        for round_ in range(2):
+            batch = json.dumps({"events": events(f"{prefix}-{number}-{round_}", BATCH)})
+            assert client.send(client.prepare("/v1/events/batch", batch.encode()))[0] == 207
+        for event in events(f"{prefix}-single-{number}", 4):
+            assert client.send(client.prepare("/v1/events", json.dumps(event).encode()))[0] == 202
+        client.sock.close()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    settle(server_pid)
 
 
 def main() -> None:
@@ -288,6 +331,7 @@ def main() -> None:
                     break
             except OSError:
                 time.sleep(0.1)
+        warm_up(18080, secret, server.pid)
         # Pre-serialize every request body so the clients spend the timed window sending.
         per_client = args.batches // args.clients
         batch_events = [
