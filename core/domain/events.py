@@ -94,30 +94,25 @@ class _Reject(Exception):
         self.code, self.field, self.message = code, field, message
 
 
-def _clean_text(field: str, value: str) -> None:
-    """No NUL (PostgreSQL text refuses it) and no lone surrogates (not UTF-8)."""
-    if "\x00" in value:
-        raise _Reject("invalid_characters", field, "contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise _Reject("invalid_characters", field, "contains a lone surrogate") from error
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
-def _walk(field: str, value: Any, depth: int) -> None:
+def _shape(field: str, value: Any, depth: int) -> None:
+    """At most PROPERTIES_DEPTH_MAX levels, and no float anywhere."""
     if depth > PROPERTIES_DEPTH_MAX:
         raise _Reject(
             "invalid_properties", field, f"nested deeper than {PROPERTIES_DEPTH_MAX} levels"
         )
-    if isinstance(value, str):
-        _clean_text(field, value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _clean_text(field, key)
-            _walk(field, item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _walk(field, item, depth + 1)
+    if isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            _shape(field, item, depth + 1)
     elif isinstance(value, float):  # only reachable if a caller parsed JSON with floats
         raise _Reject(
             "invalid_properties", field, "numbers must be exact (parse JSON with Decimal)"
@@ -145,11 +140,10 @@ def _idempotency_key(raw: Mapping[str, Any]) -> str:
             "idempotency_key",
             f"must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} characters",
         )
-    if not key.isprintable():
+    if not key.isprintable():  # NUL and lone surrogates are not printable either
         raise _Reject(
             "invalid_idempotency_key", "idempotency_key", "must be printable characters only"
         )
-    _clean_text("idempotency_key", key)
     return key
 
 
@@ -195,6 +189,8 @@ def _timestamp(raw: Mapping[str, Any], now: datetime) -> tuple[datetime, str]:
 
 
 def _properties(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties' shape: an object of at most PROPERTIES_KEYS_MAX keys, nested at most
+    PROPERTIES_DEPTH_MAX levels, exact numbers (their characters: `_properties_json`)."""
     properties = raw.get("properties", {})
     if properties is None:
         return {}
@@ -202,20 +198,39 @@ def _properties(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise _Reject("invalid_properties", "properties", "must be a JSON object")
     if len(properties) > PROPERTIES_KEYS_MAX:
         raise _Reject("invalid_properties", "properties", f"at most {PROPERTIES_KEYS_MAX} keys")
-    _walk("properties", properties, 1)
+    for value in properties.values():
+        if isinstance(value, dict | list | float):  # flat properties need no walk
+            _shape("properties", properties, 1)
+            break
     return properties
 
 
-def _properties_json(properties: dict[str, Any]) -> str:
+def _properties_json(
+    properties: dict[str, Any], pseudonymized: frozenset[str], secret: bytes
+) -> tuple[dict[str, Any], str]:
+    """The properties as stored (pseudonymized) and their canonical JSON. Every key and
+    string is checked through that one text: a lone surrogate makes it unencodable, and a
+    NUL (which jsonb refuses) shows as the escape \\u0000 (so might the six characters
+    of that escape as text: then the values themselves decide). Checked before
+    pseudonymizing, so a clear value with a lone surrogate is the producer's 422."""
     if not properties:
-        return "{}"
+        return properties, "{}"
     text = canonical_text(properties)
-    # A character is at most 4 bytes of UTF-8: only a long text needs encoding to measure.
-    if len(text) * 4 > PROPERTIES_BYTES_MAX and len(text.encode("utf-8")) > PROPERTIES_BYTES_MAX:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        raise _Reject("invalid_characters", "properties", "contains a lone surrogate") from error
+    if "\\u0000" in text and _has_nul(properties):
+        raise _Reject("invalid_characters", "properties", "contains a NUL character")
+    if pseudonymized and not pseudonymized.isdisjoint(properties):
+        properties = pseudonymize(properties, pseudonymized, secret)
+        text = canonical_text(properties)
+        size = len(text.encode("utf-8"))
+    if size > PROPERTIES_BYTES_MAX:
         raise _Reject(
             "invalid_properties", "properties", f"larger than {PROPERTIES_BYTES_MAX} bytes"
         )
-    return text
+    return properties, text
 
 
 def pseudonymize(properties: dict[str, Any], keys: frozenset[str], secret: bytes) -> dict[str, Any]:
@@ -269,8 +284,9 @@ def parse_event(
         )
         value = _value(raw)
         timestamp, instant = _timestamp(raw, now)
-        properties = pseudonymize(_properties(raw), pseudonymized_keys, pseudonym_secret)
-        properties_json = _properties_json(properties)
+        properties, properties_json = _properties_json(
+            _properties(raw), pseudonymized_keys, pseudonym_secret
+        )
     except _Reject as reject:
         return Invalid(
             reject.code,
