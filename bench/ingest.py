@@ -182,10 +182,16 @@ def cpu_ms_per(before: dict[str, float], after: dict[str, float], units: int) ->
     return {name: round((after[name] - before[name]) / units * 1000, 3) for name in before}
 
 
-def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -> float:
+def copy_baseline(
+    url: str, bodies_events: list[list[dict]], connections: int
+) -> tuple[float, dict[str, float]]:
     """The same events, same tables, same dedup (event_keys ON CONFLICT), via COPY. Like
-    the server, each connection is open and has its temp table before the clock starts."""
+    the server, each connection is open and has its temp table before the clock starts.
+    Returns the seconds and the CPU per batch (ms) of PostgreSQL and of this loader, read
+    while the connections are still open (a closed backend's CPU time is gone with it)."""
     ready = threading.Barrier(connections + 1)
+    finished = threading.Barrier(connections + 1)
+    release = threading.Event()
 
     def load(chunks: list[list[dict]]) -> None:
         with psycopg.connect(url) as connection:
@@ -220,6 +226,8 @@ def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -
                         "SELECT idempotency_key, content_sha256, id, timestamp FROM incoming ORDER BY 1 ON CONFLICT DO NOTHING RETURNING idempotency_key) "
                         "INSERT INTO events SELECT i.* FROM incoming i JOIN new USING (idempotency_key)"
                     )
+            finished.wait()
+            release.wait(60)
 
     failures: list[BaseException] = []
 
@@ -229,6 +237,7 @@ def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -
         except BaseException as error:  # a baseline that failed must not print a rate
             failures.append(error)
             ready.abort()
+            finished.abort()
 
     groups = [bodies_events[i::connections] for i in range(connections)]
     threads = [threading.Thread(target=guarded, args=(group,)) for group in groups]
@@ -236,12 +245,21 @@ def copy_baseline(url: str, bodies_events: list[list[dict]], connections: int) -
         thread.start()
     with contextlib.suppress(threading.BrokenBarrierError):
         ready.wait()
+    postgres, loader = cpu_seconds(os.getpid())["postgres"], time.process_time()
     started = time.perf_counter()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        finished.wait()
+    seconds = time.perf_counter() - started
+    cpu = {
+        "postgres": cpu_seconds(os.getpid())["postgres"] - postgres,
+        "loader": time.process_time() - loader,
+    }
+    release.set()
     for thread in threads:
         thread.join()
     if failures:
         raise RuntimeError("the COPY baseline failed") from failures[0]
-    return time.perf_counter() - started
+    return seconds, {name: round(used / len(bodies_events) * 1000, 3) for name, used in cpu.items()}
 
 
 def settle(server_pid: int, *, idle_cpu_seconds: float = 0.02, window: float = 0.5) -> None:
@@ -396,7 +414,7 @@ def main() -> None:
     baseline_events = [
         events(f"copy{c}-{b}", BATCH) for c in range(args.clients) for b in range(per_client)
     ]
-    baseline_seconds = copy_baseline(url, baseline_events, args.clients)
+    baseline_seconds, baseline_cpu_ms = copy_baseline(url, baseline_events, args.clients)
     baseline_rate = len(baseline_events) * BATCH / baseline_seconds
     http_rate = accepted / batch_seconds
 
@@ -420,6 +438,7 @@ def main() -> None:
                     "events": len(baseline_events) * BATCH,
                     "seconds": round(baseline_seconds, 2),
                     "events_per_second": round(baseline_rate),
+                    "cpu_ms_per_batch": baseline_cpu_ms,
                 },
                 "ratio_http_to_copy": round(http_rate / baseline_rate, 3),
                 "single": {
