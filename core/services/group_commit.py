@@ -77,7 +77,10 @@ class GroupCommit:
                 self._leading = False
             else:
                 successor.lead = True
+        if successor is not None:
+            # Woken first, with lead=True: the next group's transaction starts while this
+            # group's requests render their answers (in 7 paired runs: 5 faster, median
+            # 1,538 -> 1,605 requests/s, p95 29.1 -> 28.0 ms; within the machine's noise).
+            successor.done.set()
         for slot in batch:
             slot.done.set()
-        if successor is not None:
-            successor.done.set()  # it wakes with lead=True and ingests the next group
