@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Whether the dev server's broker delivers CloudEvents (off: they wait, durable, in its
     # queue; bench/ingest.py measures the ingest function alone as a cluster runs it).
     abaxus_dev_deliveries: bool = True
+    # After announcing events.ingested, a process waits this long before announcing more:
+    # under a steady stream, real-time rollups trail ingestion by about this much.
+    abaxus_notify_linger_seconds: float = Field(default=1.0, ge=0, le=60)
 
     request_body_bytes_max: int = Field(default=1024 * 1024, ge=1024)
 

@@ -5,9 +5,14 @@ the work is already durable in PostgreSQL and the next tick drains it — so:
 - when the queue is full a notification is dropped and counted, never blocking a request;
 - notifications marked `coalesce` (like events.ingested: "there is work to fold") that
   pile up while the sender is busy are sent once, for the newest of them; after sending
-  one, the sender lingers COALESCE_LINGER_SECONDS so that a steady stream of them (one
-  per group commit or batch) becomes about ten per second per process, not hundreds.
-  The receiver drains all pending work whichever note it gets.
+  one, the sender lingers ABAXUS_NOTIFY_LINGER_SECONDS (1 s) so that a steady stream of
+  them (one per group commit or batch) becomes one per second per process, not hundreds.
+  The receiver drains all pending work whichever note it gets, so under a steady stream
+  real-time rollups trail ingestion by about the linger; the first note after a quiet
+  linger goes out at once. Fewer sends matter beyond their own cost: each is an HTTP
+  exchange on a thread that takes the GIL back from the request threads at every step
+  (measured on the batch endpoint: 0.1 s -> 1 s took ~38,400 to ~42,600 events/s,
+  medians of 12 paired runs).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from core.observability import cloudevents_emitted
 log = logging.getLogger(__name__)
 
 PENDING_MAX = 10_000
-COALESCE_LINGER_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def _send_forever() -> None:
         if skipped:
             cloudevents_emitted.labels(notes[0].type, "coalesced").inc(skipped)
         if any(note.coalesce for note in notes):
-            time.sleep(COALESCE_LINGER_SECONDS)  # let the next ones gather
+            time.sleep(settings().abaxus_notify_linger_seconds)  # let the next ones gather
 
 
 def emit_later(

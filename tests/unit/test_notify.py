@@ -3,6 +3,9 @@
 import threading
 import time
 
+import pytest
+
+from core.config import reload_settings
 from core.services import notify
 
 
@@ -19,7 +22,18 @@ class RecordingBus:
         return True
 
 
-def test_a_burst_of_coalescible_notes_is_sent_as_the_first_and_the_newest(monkeypatch):
+@pytest.fixture
+def short_linger(monkeypatch):
+    monkeypatch.setenv("ABAXUS_NOTIFY_LINGER_SECONDS", "0.1")
+    reload_settings()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+
+
+def test_a_burst_of_coalescible_notes_is_sent_as_the_first_and_the_newest(
+    monkeypatch, short_linger
+):
     bus = RecordingBus()
     monkeypatch.setattr(notify, "_bus", bus)
     for n in range(300):
@@ -29,7 +43,7 @@ def test_a_burst_of_coalescible_notes_is_sent_as_the_first_and_the_newest(monkey
         not bus.sent or bus.sent[-1][1] != {"job_id": 299} or not notify._pending.empty()
     ):
         time.sleep(0.01)
-    time.sleep(notify.COALESCE_LINGER_SECONDS * 2)
+    time.sleep(0.2)  # two lingers: anything still coming would have come
     sent = [data["job_id"] for _, data, _ in bus.sent]
     assert sent[-1] == 299  # the newest always goes out: nothing is left unannounced
     assert 1 <= len(sent) <= 3, sent  # the rest were coalesced while the sender lingered
