@@ -147,13 +147,16 @@ def _idempotency_key(raw: Mapping[str, Any]) -> str:
     return key
 
 
-def _value(raw: Mapping[str, Any]) -> Decimal:
+def _value(raw: Mapping[str, Any]) -> tuple[Decimal, str]:
+    """The value and its canonical text (`decimal_text`: an integer's is its digits)."""
     if "value" not in raw:
-        return Decimal(1)
+        return Decimal(1), "1"
+    value = raw["value"]
     try:
-        return to_decimal(raw["value"])
+        number = to_decimal(value)
     except AmountError as error:
         raise _Reject("invalid_value", "value", str(error)) from error
+    return number, str(value) if type(value) is int else decimal_text(number)
 
 
 def _timestamp(raw: Mapping[str, Any], now: datetime) -> tuple[datetime, str]:
@@ -274,15 +277,15 @@ def parse_event(
     try:
         if not isinstance(raw, dict):
             raise _Reject("validation_error", "event", "must be a JSON object")
-        unknown = sorted(set(raw) - FIELDS)
-        if unknown:
+        if not FIELDS.issuperset(raw):
+            unknown = sorted(set(raw) - FIELDS)
             raise _Reject("validation_error", unknown[0], "is not a field of an event")
         key = _idempotency_key(raw)
         customer_id = _text(raw, "customer_id", CUSTOMER_ID, "1 to 128 of A-Z a-z 0-9 _ . : -")
         metric_key = _text(
             raw, "metric_key", METRIC_KEY, "a metric key (lowercase, [a-z][a-z0-9_]*)"
         )
-        value = _value(raw)
+        value, value_text = _value(raw)  # the text once, for both hashes
         timestamp, instant = _timestamp(raw, now)
         properties, properties_json = _properties_json(
             _properties(raw), pseudonymized_keys, pseudonym_secret
@@ -294,7 +297,6 @@ def parse_event(
             (FieldError((reject.field,), reject.message),),
             key,
         )
-    value_text = decimal_text(value)  # once for both hashes
     content = content_sha256(customer_id, metric_key, value_text, instant, properties_json)
     return UsageEvent(
         customer_id,
