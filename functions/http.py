@@ -31,7 +31,7 @@ from werkzeug.routing import Map, Rule
 from core import auth
 from core.config import settings
 from core.domain import errors
-from core.domain.canonical import json_default
+from core.domain.canonical import compiled, json_default
 from core.domain.events import RFC3339
 from core.domain.pagination import parse_limit
 from core.domain.validation import Model, validated
@@ -81,11 +81,13 @@ def status_of(error: errors.AbaxusError) -> int:
 
 # Built once (json.dumps with options builds an encoder per call); responses are never
 # circular, so the per-call cycle bookkeeping is skipped too.
-_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, check_circular=False)
+_ENCODER = compiled(
+    json.JSONEncoder(default=json_default, ensure_ascii=False, check_circular=False)
+)
 
 
 def to_json(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode("utf-8")
+    return _ENCODER(value).encode("utf-8")
 
 
 def _reject_constant(name: str) -> Any:

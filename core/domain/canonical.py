@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from json import encoder as json_encoder
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 
@@ -41,6 +44,28 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()[:-6] + "Z"
 
 
+def compiled(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """`encoder.encode`, with its C encoder built once: `JSONEncoder.encode` builds one on
+    every call, half the cost of encoding a small object (1.35 -> 0.62 µs for an event's
+    two properties). The same C function either way, so the same text; `encoder` must not
+    check for cycles (this C encoder keeps no markers) and must not indent."""
+    make = getattr(json_encoder, "c_make_encoder", None)  # None without the _json module
+    if make is None or encoder.check_circular or encoder.indent is not None:
+        return encoder.encode
+    encode = make(
+        None,
+        encoder.default,
+        encode_basestring_ascii if encoder.ensure_ascii else encode_basestring,
+        None,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
 # One encoder for every call: json.dumps with options builds a new one each time, and its
 # circular-reference bookkeeping costs as much as encoding a small object (values here are
 # JSON documents or built by code: never circular; a cycle would still end in RecursionError).
@@ -51,15 +76,11 @@ _CANONICAL = json.JSONEncoder(
     default=json_default,
     check_circular=False,
 )
-
-
-def canonical_text(value: Any) -> str:
-    """canonical_json as text, before its UTF-8 encoding."""
-    return _CANONICAL.encode(value)
+canonical_text = compiled(_CANONICAL)  # canonical_json as text, before its UTF-8 encoding
 
 
 def canonical_json(value: Any) -> bytes:
-    return _CANONICAL.encode(value).encode("utf-8")
+    return canonical_text(value).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:

@@ -90,3 +90,33 @@ def test_a_removed_row_breaks_the_chain_at_the_next_row():
     _, broken = verify_chain(rows)
     assert broken is not None and broken.row_id == 3
     assert "prev_sha256" in broken.reason
+
+
+_JSON_LIKE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.datetimes(timezones=st.just(UTC)),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON_LIKE)
+def test_the_compiled_encoders_write_what_json_dumps_writes(value):
+    """canonical_json and responses encode with a C encoder built once: the same text as
+    json.dumps with the same options, for every kind of value they meet."""
+    import json
+
+    from core.domain.canonical import canonical_text, json_default
+    from functions.http import to_json
+
+    assert canonical_text(value) == json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default
+    )
+    assert to_json(value) == json.dumps(value, ensure_ascii=False, default=json_default).encode()
