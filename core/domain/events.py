@@ -164,7 +164,8 @@ def _timestamp(raw: Mapping[str, Any], now: datetime) -> tuple[datetime, str]:
     text = raw.get("timestamp")
     if text is None:
         raise _Reject("missing_field", "timestamp", "is required")
-    if not isinstance(text, str) or not RFC3339.match(text):
+    form = RFC3339.match(text) if isinstance(text, str) else None
+    if form is None:
         raise _Reject(
             "invalid_timestamp",
             "timestamp",
@@ -179,8 +180,8 @@ def _timestamp(raw: Mapping[str, Any], now: datetime) -> tuple[datetime, str]:
     if instant.tzinfo is UTC and text[10] == "T":
         # Sent in UTC ("Z", "+00:00" parse to UTC itself): its date and time digits are
         # the canonical ones, and only the fraction needs rewriting (6 digits, or none).
-        micro = instant.microsecond
-        canonical = text[:19] + (f".{micro:06d}Z" if micro else "Z")
+        fraction = form.group(1)  # "." and 1 to 6 digits, or None
+        canonical = text[:19] + (fraction.ljust(7, "0") + "Z" if instant.microsecond else "Z")
     else:
         instant = instant.astimezone(UTC)
         canonical = rfc3339(instant)
@@ -315,5 +316,7 @@ def parse_event(
 
 def month_starts(timestamps: Iterable[datetime]) -> set[datetime]:
     """The UTC months (as their first instant) that these timestamps fall in."""
-    months = {(u.year, u.month) for u in (t.astimezone(UTC) for t in timestamps)}
+    months = {
+        (u.year, u.month) for u in (t if t.tzinfo is UTC else t.astimezone(UTC) for t in timestamps)
+    }
     return {datetime(year, month, 1, tzinfo=UTC) for year, month in months}
