@@ -111,7 +111,7 @@ class Reply:
     body: Any = None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    # A text body of this type (HTML, plain text) instead of JSON.
+    # A body already rendered, of this type (HTML, plain text, JSON its route wrote).
     content_type: str | None = None
 
 
