@@ -36,11 +36,6 @@ def insert_key(
     return dict(row._mapping)
 
 
-def find_by_prefix(connection: Connection, prefix: str) -> list[dict[str, Any]]:
-    rows = connection.execute(select(api_keys).where(api_keys.c.prefix == prefix)).all()
-    return [dict(row._mapping) for row in rows]
-
-
 _BY_PREFIXES = (
     f"SELECT {', '.join(c.name for c in api_keys.c)} FROM api_keys "  # noqa: S608 - the table's own columns
     "WHERE prefix = ANY(%(prefixes)s)"
@@ -48,9 +43,14 @@ _BY_PREFIXES = (
 
 
 def find_by_prefixes(connection: Connection, prefixes: Sequence[str]) -> list[dict[str, Any]]:
-    """Constant SQL at the driver: every group commit of single events runs it."""
+    """Constant SQL at the driver: every authenticated request and every group commit of
+    single events runs it."""
     rows = connection.exec_driver_sql(_BY_PREFIXES, {"prefixes": list(prefixes)}).all()
     return [dict(row._mapping) for row in rows]
+
+
+def find_by_prefix(connection: Connection, prefix: str) -> list[dict[str, Any]]:
+    return find_by_prefixes(connection, [prefix])
 
 
 def find_by_hash(connection: Connection, secret_sha256: str) -> dict[str, Any] | None:
