@@ -127,21 +127,7 @@ def ingest(
             database.maintenance_engine, month_starts(e.timestamp for _, e in firsts)
         )
         with database.transaction() as connection:
-            active = rows.active_metrics(connection, {e.metric_key for _, e in firsts})
-            known = []
-            for index, event in firsts:
-                if event.metric_key in active:
-                    known.append((index, event))
-                else:
-                    outcomes[index] = Outcome(
-                        index,
-                        "invalid",
-                        event.idempotency_key,
-                        code="unknown_metric",
-                        detail=f"metric_key {event.metric_key!r} is unknown or archived",
-                        errors=(FieldError(("metric_key",), "unknown or archived metric"),),
-                    )
-            _store(connection, known, outcomes, region=config.abaxus_region)
+            _store(connection, firsts, outcomes, region=config.abaxus_region)
     for index, first in repeats.items():
         original = outcomes[first]
         outcomes[index] = Outcome(
@@ -162,38 +148,53 @@ def ingest(
 
 def _store(
     connection: Any,
-    known: list[tuple[int, UsageEvent]],
+    firsts: list[tuple[int, UsageEvent]],
     outcomes: dict[int, Outcome],
     *,
     region: str,
 ) -> None:
-    if not known:
-        return
-    events = [event for _, event in known]
-    ids = _new_event_ids(len(known))
-    rows.stage(connection, events, ids)
-    inserted, job_id, moved = rows.claim_and_move(connection, FOLD_HANDOFF, region=region)
-    stored = rows.stored_keys(
-        connection, [e.idempotency_key for e in events if e.idempotency_key not in inserted]
+    """Store the first event of each key in one statement (`rows.store`): accepted when its
+    key is new, duplicate or conflict against the stored event when not, unknown_metric
+    when its metric is unknown or archived (then nothing of it is stored)."""
+    events = [event for _, event in firsts]
+    ids = _new_event_ids(len(firsts))
+    stored = rows.store(connection, events, ids, FOLD_HANDOFF, region=region)
+    earlier = rows.stored_keys(
+        connection,
+        [
+            e.idempotency_key
+            for e in events
+            if e.metric_key in stored.active and e.idempotency_key not in stored.claimed
+        ],
     )
-    for (index, event), event_id in zip(known, ids, strict=True):
+    for (index, event), event_id in zip(firsts, ids, strict=True):
         key = event.idempotency_key
-        if key in inserted:
+        if event.metric_key not in stored.active:
+            outcomes[index] = Outcome(
+                index,
+                "invalid",
+                key,
+                code="unknown_metric",
+                detail=f"metric_key {event.metric_key!r} is unknown or archived",
+                errors=(FieldError(("metric_key",), "unknown or archived metric"),),
+            )
+        elif key in stored.claimed:
             outcomes[index] = Outcome(index, "accepted", key, event_id)
-        elif stored[key][0] == event.content_sha256:
-            outcomes[index] = Outcome(index, "duplicate", key, stored[key][1])
+        elif earlier[key][0] == event.content_sha256:
+            outcomes[index] = Outcome(index, "duplicate", key, earlier[key][1])
         else:
             outcomes[index] = Outcome(
                 index,
                 "conflict",
                 key,
-                stored[key][1],
+                earlier[key][1],
                 code="idempotency_conflict",
                 detail="an event with this key and other content is stored; it was not changed",
             )
-    if moved != len(inserted) or (job_id is None) != (not inserted):
+    if stored.moved != len(stored.claimed) or (stored.job_id is None) != (not stored.claimed):
         # The invariant, checked before anything commits.
-        raise RuntimeError(f"ingest moved {moved} staged events, expected {len(inserted)}")
+        raise RuntimeError(f"ingest moved {stored.moved} events, expected {len(stored.claimed)}")
+    job_id = stored.job_id
     if job_id is not None:
         after_commit(
             lambda: notify.emit_later(
