@@ -9,7 +9,6 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
-from core.adapters.postgres import events as event_rows
 from core.config import reload_settings
 from core.domain.events import parse_event
 from core.services import api_keys
@@ -45,14 +44,6 @@ def ingest(db):
     return client
 
 
-@pytest.fixture(params=["json", "copy"])
-def store_path(request, monkeypatch):
-    """Run a test through both ways events reach the store statement: as its JSON
-    parameter (up to JSON_EVENTS_MAX events) and COPYed into the staging table."""
-    monkeypatch.setattr(event_rows, "JSON_EVENTS_MAX", 10**6 if request.param == "json" else 0)
-    return request.param
-
-
 def _stored(
     db, sql="SELECT idempotency_key, value::text, customer_id FROM events ORDER BY idempotency_key"
 ):
@@ -60,7 +51,7 @@ def _stored(
         return connection.execute(sql).fetchall()
 
 
-def test_a_single_event_is_accepted_once_then_a_duplicate(ingest, db, store_path):
+def test_a_single_event_is_accepted_once_then_a_duplicate(ingest, db):
     first = ingest.post("/v1/events", json=_event("k1", "2.5"))
     again = ingest.post("/v1/events", json=_event("k1", "2.5"))
     assert first.status_code == again.status_code == 202
@@ -71,7 +62,7 @@ def test_a_single_event_is_accepted_once_then_a_duplicate(ingest, db, store_path
     assert _stored(db) == [("k1", "2.5000000000", "cust_acme")]
 
 
-def test_same_key_other_content_is_a_409_and_the_stored_event_is_untouched(ingest, db, store_path):
+def test_same_key_other_content_is_a_409_and_the_stored_event_is_untouched(ingest, db):
     ingest.post("/v1/events", json=_event("k1", 1))
     conflict = ingest.post("/v1/events", json=_event("k1", 2))
     assert conflict.status_code == 409 and conflict.get_json()["code"] == "idempotency_conflict"
@@ -95,7 +86,7 @@ def test_invalid_single_events_are_422_with_their_code(ingest, db):
     assert _stored(db) == []
 
 
-def test_a_mixed_batch_answers_in_order_and_stores_only_what_is_valid(ingest, db, store_path):
+def test_a_mixed_batch_answers_in_order_and_stores_only_what_is_valid(ingest, db):
     ingest.post("/v1/events", json=_event("old", 5))
     batch = [
         _event("a", 1),
@@ -133,7 +124,7 @@ def test_a_mixed_batch_answers_in_order_and_stores_only_what_is_valid(ingest, db
     assert jobs == [("aggregate", "fold", {"events": 1}), ("aggregate", "fold", {"events": 2})]
 
 
-def test_a_retried_batch_hands_nothing_new_to_aggregation(ingest, db, store_path):
+def test_a_retried_batch_hands_nothing_new_to_aggregation(ingest, db):
     """The hand-off job is enqueued in the statement that stores the events: one job per
     batch with new events, counting them and named on each of them; none for a retry."""
     batch = [_event(f"r{n}") for n in range(3)]
@@ -152,12 +143,23 @@ def test_a_retried_batch_hands_nothing_new_to_aggregation(ingest, db, store_path
     assert owners == [("r0", first_job), ("r1", first_job), ("r2", first_job), ("r3", second_job)]
 
 
-def test_texts_that_mean_something_to_copy_or_json_are_stored_exactly(ingest, db, store_path):
-    """The batch reaches PostgreSQL as text assembled by ABAXUS, COPY rows or a JSON
-    parameter: a backslash, `\\N` (COPY's NULL), `\\.` (its end marker), a quote or an
-    escaped tab or newline in a key or a property is stored as sent, and the stored hashes
-    are the ones parse_event took."""
-    awkward = ["back\\slash", "\\N", "\\.", "tab\there", "line\nbreak", "cr\rx", '"quoted"']
+def test_texts_that_mean_something_to_json_or_sql_are_stored_exactly(ingest, db):
+    """The batch reaches PostgreSQL as one JSON text assembled by ABAXUS: a backslash, a
+    quote, `\\N`, `\\.`, `\\u0041` as text, a tab, a newline or a carriage return in a
+    key or a property is stored as sent, and the stored hashes are the ones parse_event
+    took."""
+    awkward = [
+        "back\\slash",
+        "\\N",
+        "\\.",
+        "tab\there",
+        "line\nbreak",
+        "cr\rx",
+        '"quoted"',
+        "it's",
+        "\\u0041 is not A",
+        "caf\u00e9 \U0001f9fe",
+    ]
     at = datetime(2026, 3, 17, 14, 0, 0, 123400, tzinfo=timezone(timedelta(hours=5, minutes=30)))
     batch = [
         _event(
@@ -193,22 +195,6 @@ def test_texts_that_mean_something_to_copy_or_json_are_stored_exactly(ingest, db
     assert (again["accepted"], again["duplicates"]) == (0, len(awkward))
 
 
-def test_a_batch_on_either_side_of_the_json_limit_is_stored_whole(ingest, db):
-    """Up to JSON_EVENTS_MAX events go inline as JSON, one more through COPY: both store
-    every event once with its own id, and one hand-off job each."""
-    limit = event_rows.JSON_EVENTS_MAX
-    for size, prefix in [(limit, "j"), (limit + 1, "c")]:
-        body = ingest.post(
-            "/v1/events/batch", json={"events": [_event(f"{prefix}{n}") for n in range(size)]}
-        ).get_json()
-        assert (body["accepted"], body["rejected"]) == (size, 0)
-        assert len({r["id"] for r in body["results"]}) == size
-    assert len(_stored(db)) == 2 * limit + 1
-    with psycopg.connect(db) as connection:
-        jobs = connection.execute("SELECT payload FROM jobs ORDER BY id").fetchall()
-    assert jobs == [({"events": limit},), ({"events": limit + 1},)]
-
-
 def test_batch_size_limits_500_is_fine_501_is_413(ingest, db):
     ok = ingest.post("/v1/events/batch", json={"events": [_event(f"e{n}") for n in range(500)]})
     assert ok.status_code == 207 and ok.get_json()["accepted"] == 500
@@ -221,7 +207,7 @@ def test_batch_size_limits_500_is_fine_501_is_413(ingest, db):
     assert len(_stored(db)) == 500
 
 
-def test_32_threads_posting_one_key_store_it_once(ingest, db, store_path):
+def test_32_threads_posting_one_key_store_it_once(ingest, db):
     app = create_app(target="ingest", source=MAIN)
     secret = api_keys.create_key(SYSTEM, name="p2", scopes=["events:write"]).secret
     start, statuses = threading.Barrier(32), []
@@ -284,7 +270,7 @@ def test_an_unknown_key_hears_401_before_its_body_is_judged(ingest, db):
     assert valid.status_code == 400 and valid.get_json()["code"] == "malformed_json"
 
 
-def test_concurrent_single_events_with_mixed_keys_get_each_their_own_answer(ingest, db, store_path):
+def test_concurrent_single_events_with_mixed_keys_get_each_their_own_answer(ingest, db):
     """Groups formed from 48 concurrent requests: each key is judged for its own request."""
     app = create_app(target="ingest", source=MAIN)
     writer = api_keys.create_key(SYSTEM, name="w", scopes=["events:write"]).secret

@@ -1,4 +1,4 @@
-"""Event rows: the ingestion hot path in a handful of set-based statements per batch."""
+"""Event rows: the ingestion hot path, one set-based statement per batch or group."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, text
 
-from core.adapters.postgres.database import after_commit
 from core.adapters.queue import CountedJob
 from core.domain.events import UsageEvent
 
@@ -33,56 +32,10 @@ def ensure_partitions(engine: Engine, months: set[datetime]) -> None:
             _known_partitions.add(month)
 
 
-STAGING_COLUMNS = (
+EVENT_COLUMNS = (
     "id, customer_id, metric_key, value, timestamp, properties, idempotency_key, content_sha256, "
     "digest"
 )
-
-
-def _staging(connection: Connection) -> Any:
-    """This connection's temp staging table (emptied at every commit), created once."""
-    if not connection.info.get("abaxus_staging"):
-        connection.exec_driver_sql(
-            "CREATE TEMP TABLE IF NOT EXISTS ingest_staging (id text, customer_id text, metric_key text, "
-            "value numeric(20, 10), timestamp timestamptz, properties jsonb, idempotency_key text, "
-            "content_sha256 text, digest numeric(78, 0)) ON COMMIT DELETE ROWS"
-        )
-        # Remembered only once committed: a rolled-back transaction takes the table with it.
-        info = connection.info
-        after_commit(lambda: info.__setitem__("abaxus_staging", True))
-    return connection.connection.driver_connection
-
-
-# COPY's text format gives these four characters a meaning; any other character is data.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def copy_text(value: str) -> str:
-    """`value` as one field of a COPY text-format row."""
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.translate(_COPY_ESCAPES)
-    return value
-
-
-def stage(connection: Connection, events: Sequence[UsageEvent], ids: Sequence[str]) -> None:
-    """COPY the batch into the staging table (about twice as fast as unnest arrays), as
-    rows of text assembled here from the texts the event already carries (its canonical
-    value and instant, its properties' JSON): less than half the CPU of psycopg's
-    per-value dumpers (1.6 -> 0.7 ms for 500 events). Event ids, hashes and the digest
-    are digits and hex; every text a client sent is escaped (NUL never reaches here:
-    parse_event refuses it)."""
-    driver = _staging(connection)
-    data = "".join(
-        f"{event_id}\t{copy_text(e.customer_id)}\t{copy_text(e.metric_key)}\t{e.value_text}\t"
-        f"{e.instant}\t{copy_text(e.properties_json)}\t{copy_text(e.idempotency_key)}\t"
-        f"{e.content_sha256}\t{e.digest}\n"
-        for e, event_id in zip(events, ids, strict=True)
-    )
-    with (
-        driver.cursor() as cursor,
-        cursor.copy(f"COPY ingest_staging ({STAGING_COLUMNS}) FROM STDIN") as copy,
-    ):
-        copy.write(data)
 
 
 class Stored(NamedTuple):
@@ -96,54 +49,38 @@ class Stored(NamedTuple):
     moved: int
 
 
-# Up to this many events are sent as one JSON parameter of the store statement itself:
-# one round trip, no staging table to fill and empty. Beyond it COPY is cheaper for the
-# database (per group or batch, measured in docs/benchmarks.md: a single event 0.43 ms of
-# Python and 0.66 ms of PostgreSQL CPU through COPY, 0.18 and 0.29 as JSON; equal near
-# 250 events; for 500, COPY 7.5 ms of PostgreSQL CPU, JSON 14).
-JSON_EVENTS_MAX = 128
-
-# The events sent as JSON: one array per event, in STAGING_COLUMNS order, every scalar
-# as the text COPY would send (exact: value and digest never pass through a JSON number).
-_JSON_INPUT = (
-    "SELECT r->>0 AS id, r->>1 AS customer_id, r->>2 AS metric_key, "
+# The events arrive as one JSON parameter of the statement that stores them: an array per
+# event in EVENT_COLUMNS order, every scalar as its canonical text (exact: a value or a
+# digest never passes through a JSON number). One round trip, no staging table to fill
+# and empty at commit. Measured against the COPY into a temp table it replaced
+# (docs/benchmarks.md): one event 0.18 ms of Python and 0.29 ms of PostgreSQL CPU instead
+# of 0.43 and 0.66; 500 events 1.7 and 6.5 ms instead of 2.1 and 7.3.
+_STORE_SQL = (
+    "WITH active AS (SELECT key FROM metrics WHERE key = ANY(%(metric_keys)s::text[]) "  # noqa: S608 - constant SQL: the job statement is this module's
+    "AND archived_at IS NULL), "
+    "input AS (SELECT r->>0 AS id, r->>1 AS customer_id, r->>2 AS metric_key, "
     "(r->>3)::numeric(20, 10) AS value, (r->>4)::timestamptz AS timestamp, "
     "r->5 AS properties, r->>6 AS idempotency_key, r->>7 AS content_sha256, "
-    "(r->>8)::numeric(78, 0) AS digest FROM jsonb_array_elements(%(events)s::jsonb) AS r"
+    "(r->>8)::numeric(78, 0) AS digest FROM jsonb_array_elements(%(events)s::jsonb) AS r), "
+    "claimed AS (INSERT INTO event_keys (idempotency_key, content_sha256, event_id, "
+    "event_timestamp) SELECT idempotency_key, content_sha256, id, timestamp FROM input "
+    "WHERE metric_key IN (SELECT key FROM active) ORDER BY idempotency_key "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, event_id), "
+    "job AS ({job}), "
+    f"moved AS (INSERT INTO events ({EVENT_COLUMNS}, region, ingest_job_id) "
+    "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, "
+    "s.idempotency_key, s.content_sha256, s.digest, %(region)s, (SELECT id FROM job) "
+    "FROM input s WHERE s.id IN (SELECT event_id FROM claimed) RETURNING 1) "
+    "SELECT ARRAY(SELECT key FROM active), ARRAY(SELECT idempotency_key FROM claimed), "
+    "(SELECT id FROM job), (SELECT count(*) FROM moved)"
 )
-
-
-def _store_sql(source: str, job: CountedJob) -> str:
-    """In one statement: the active metrics among the events', the new idempotency keys of
-    the events of those metrics claimed (in key order, so that concurrent writers sharing
-    keys wait on each other instead of deadlocking; a key being inserted by another
-    transaction waits for it and then counts as not new), their events moved into
-    `events`, and `job` enqueued counting them to hand them to aggregation. Only the
-    input and the claimed keys are read: a join with event_keys would be planned against
-    an input without statistics and scan event_keys, whose size only grows."""
-    return (
-        "WITH active AS (SELECT key FROM metrics WHERE key = ANY(%(metric_keys)s::text[]) "  # noqa: S608 - constant SQL: the input and job statements are this module's
-        f"AND archived_at IS NULL), input AS ({source}), "
-        "claimed AS (INSERT INTO event_keys (idempotency_key, content_sha256, event_id, "
-        "event_timestamp) SELECT idempotency_key, content_sha256, id, timestamp FROM input "
-        "WHERE metric_key IN (SELECT key FROM active) ORDER BY idempotency_key "
-        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, event_id), "
-        f"job AS ({job.sql('claimed')}), "
-        f"moved AS (INSERT INTO events ({STAGING_COLUMNS}, region, ingest_job_id) "
-        "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, "
-        "s.idempotency_key, s.content_sha256, s.digest, %(region)s, (SELECT id FROM job) "
-        "FROM input s WHERE s.id IN (SELECT event_id FROM claimed) RETURNING 1) "
-        "SELECT ARRAY(SELECT key FROM active), ARRAY(SELECT idempotency_key FROM claimed), "
-        "(SELECT id FROM job), (SELECT count(*) FROM moved)"
-    )
-
-
-_STORE_SQL: dict[tuple[str, CountedJob], str] = {}
+_STORE_SQL_BY_JOB: dict[CountedJob, str] = {}
 
 
 def events_json(events: Sequence[UsageEvent], ids: Sequence[str]) -> str:
-    """The events as the JSON parameter of the store statement: the same texts COPY sends,
-    client texts as JSON strings, the stored properties' canonical JSON as it is."""
+    """The events as the store statement's JSON parameter: client texts as JSON strings,
+    canonical texts (value, instant, hashes, digest) as they are, and the stored
+    properties as their canonical JSON (parse_event refused NUL and lone surrogates)."""
     rows = ",".join(
         f'["{event_id}",{encode_basestring(e.customer_id)},{encode_basestring(e.metric_key)},'
         f'"{e.value_text}","{e.instant}",{e.properties_json},'
@@ -161,24 +98,25 @@ def store(
     *,
     region: str,
 ) -> Stored:
-    """Store the events whose metric is active and whose key is new, with their hand-off
-    `job`, in one statement (`_store_sql`): sent inline as JSON when there are few, else
-    COPYed into the staging table first."""
-    if len(events) <= JSON_EVENTS_MAX:
-        source, extra = _JSON_INPUT, {"events": events_json(events, ids)}
-    else:
-        stage(connection, events, ids)
-        source, extra = "SELECT * FROM ingest_staging", {}
-    sql = _STORE_SQL.get((source, job))
+    """In one statement: the active metrics among the events', the new idempotency keys of
+    the events of those metrics claimed, their events moved into `events`, and `job`
+    enqueued counting them to hand them to aggregation.
+
+    Keys are claimed in key order, so that concurrent writers sharing keys wait on each
+    other instead of deadlocking; a key being inserted by another transaction waits for
+    it and then counts as not new. Only the input and the claimed keys are read: a join
+    with event_keys would be planned against an input without statistics and scan
+    event_keys, whose size only grows."""
+    sql = _STORE_SQL_BY_JOB.get(job)
     if sql is None:
-        sql = _STORE_SQL.setdefault((source, job), _store_sql(source, job))
+        sql = _STORE_SQL_BY_JOB.setdefault(job, _STORE_SQL.replace("{job}", job.sql("claimed")))
     active, keys, job_id, moved = connection.exec_driver_sql(
         sql,
         {
             "metric_keys": sorted({e.metric_key for e in events}),
+            "events": events_json(events, ids),
             "region": region,
             **job.params(),
-            **extra,
         },
     ).one()
     return Stored(
