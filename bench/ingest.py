@@ -263,6 +263,21 @@ def copy_baseline(
     return seconds, {name: round(used / len(bodies_events) * 1000, 3) for name, used in cpu.items()}
 
 
+def machine_speed_ms() -> float:
+    """How fast this machine runs plain Python right now: the median of three timings of
+    a fixed interpreter loop (ms; lower is faster). The machine's speed drifts by ±30%
+    within an hour; printed with the figures so runs of different sittings can be put
+    side by side (it is not used in any figure)."""
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(1_000_000):
+            total += number
+        timings.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(timings), 1)
+
+
 def settle(server_pid: int, *, idle_cpu_seconds: float = 0.02, window: float = 0.5) -> None:
     """Wait (at most 30 s) until the server's processes use less than `idle_cpu_seconds`
     of CPU in `window`: what warming up started has finished before the clock starts."""
@@ -351,6 +366,7 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
         warm_up(18080, secret, server.pid)
+        speed_before = machine_speed_ms()
         # Pre-serialize every request body so the clients spend the timed window sending.
         per_client = args.batches // args.clients
         batch_events = [
@@ -427,6 +443,7 @@ def main() -> None:
         len(rounds) // 2
     ]
     http_rate = accepted / batch_seconds
+    speed_after = machine_speed_ms()
 
     def pct(p: float) -> float:
         return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000, 2)
@@ -438,6 +455,7 @@ def main() -> None:
                 "threads": args.threads,
                 "client_processes": args.clients,
                 "aggregation_during_run": args.with_aggregation,
+                "machine_python_loop_ms_before_after": [speed_before, speed_after],
                 "batch": {
                     "events": accepted,
                     "seconds": round(batch_seconds, 2),
