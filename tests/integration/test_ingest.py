@@ -1,5 +1,6 @@
 """Event ingestion through the real `ingest` app, against real PostgreSQL."""
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -8,12 +9,15 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.config import reload_settings
 from core.domain.events import parse_event
 from core.services import api_keys
+from core.services import ingest as ingestion
 from core.services.caller import SYSTEM
-from tests.conftest import PROJECT_ROOT, bearer
+from tests.conftest import PROJECT_ROOT, bearer, truncate_all
 from tests.fixtures.samples import create_metric
 
 MAIN = str(PROJECT_ROOT / "functions" / "main.py")
@@ -193,6 +197,79 @@ def test_texts_that_mean_something_to_json_or_sql_are_stored_exactly(ingest, db)
     ]
     again = ingest.post("/v1/events/batch", json={"events": batch}).get_json()
     assert (again["accepted"], again["duplicates"]) == (0, len(awkward))
+
+
+# Any text a producer may send in a property: every character but NUL and lone surrogates.
+_ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8)
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.decimals(
+        allow_nan=False, allow_infinity=False, places=4, min_value=-(10**6), max_value=10**6
+    ),
+    _ANY_TEXT,
+)
+_PROPERTIES = st.dictionaries(
+    _ANY_TEXT,
+    st.one_of(
+        _SCALAR, st.lists(_SCALAR, max_size=3), st.dictionaries(_ANY_TEXT, _SCALAR, max_size=3)
+    ),
+    max_size=4,
+)
+_KEY = st.text(min_size=1, max_size=40).filter(str.isprintable)
+_VALUE = st.one_of(
+    st.integers(-(10**9), 10**9),
+    st.decimals(
+        allow_nan=False, allow_infinity=False, places=10, min_value=-(10**9), max_value=10**9
+    ),
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(
+        st.tuples(_KEY, _VALUE, _PROPERTIES, st.integers(0, 10**6)),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda fields: fields[0],
+    )
+)
+def test_any_valid_event_is_stored_exactly_as_it_was_parsed(database_url, fields):
+    """Whatever characters a key or a property holds, the one JSON text the store statement
+    receives brings them to PostgreSQL unchanged: the stored key, value, instant and
+    properties are parse_event's, and so are the hashes stored beside them (a resend is a
+    duplicate of each)."""
+    truncate_all(database_url)
+    create_metric("api_calls")
+    now = datetime.now(UTC)
+    batch = [
+        _event(key, str(value), at=now - timedelta(milliseconds=ms), properties=properties)
+        for key, value, properties, ms in fields
+    ]
+    assert {o.outcome for o in ingestion.ingest(batch, now=now)} == {"accepted"}
+    with psycopg.connect(database_url) as connection:
+        stored = connection.execute(
+            "SELECT idempotency_key, value, timestamp, properties::text, content_sha256, "
+            "digest FROM events ORDER BY idempotency_key"
+        ).fetchall()
+    expected = sorted((parse_event(e, now=now) for e in batch), key=lambda e: e.idempotency_key)
+    assert [row[0] for row in stored] == [e.idempotency_key for e in expected]
+    assert [row[1] for row in stored] == [e.value for e in expected]
+    assert [row[2] for row in stored] == [e.timestamp for e in expected]
+    # Stored as their canonical JSON (a non-integer number as its exact text): jsonb may
+    # reorder keys and spacing, never a character.
+    assert [json.loads(row[3]) for row in stored] == [
+        json.loads(e.properties_json) for e in expected
+    ]
+    assert [(row[4], int(row[5])) for row in stored] == [
+        (e.content_sha256, e.digest) for e in expected
+    ]
+    assert {o.outcome for o in ingestion.ingest(batch, now=now)} == {"duplicate"}
 
 
 def test_batch_size_limits_500_is_fine_501_is_413(ingest, db):
