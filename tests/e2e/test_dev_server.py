@@ -1,5 +1,7 @@
 """`abaxus dev` over real HTTP: what `make run` gives a new user."""
 
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -82,6 +84,31 @@ def test_a_cloudevent_sent_to_the_server_reaches_its_function_through_the_broker
 
 def test_the_server_stops_cleanly_on_sigterm(dev_server):
     assert dev_server.stop() == 0
+
+
+def test_ctrl_c_stops_every_process_of_the_server_at_once(dev_server):
+    """Ctrl-C in the terminal of `make run` signals the whole process group: the arbiter
+    and its workers each get SIGINT, and the workers then the arbiter's SIGQUIT as well.
+    Everything exits well within gunicorn's 30 s graceful timeout, which is what a worker
+    hung in its second quit handler used to wait for."""
+    group = os.getpgid(dev_server.process.pid)
+    requests.get(dev_server.base_url + "/healthz", timeout=5)  # workers have served
+    started = time.monotonic()
+    os.killpg(group, signal.SIGINT)
+    dev_server.process.wait(timeout=30)
+    assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 5
+    while _group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _group_alive(group), "a process of the server outlived Ctrl-C"
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_ingested_events_reach_the_realtime_summary_through_the_broker(dev_server):
