@@ -106,7 +106,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         post_worker_init=start_broker,
         **devworker.hooks(devworker.Balance()),  # keep-alive connections spread evenly
     )
-    application.run()
+    devworker.serve(application)
     return 0
 
 

@@ -18,8 +18,10 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 from typing import Any, ClassVar
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
 FREE = -1
@@ -116,6 +118,25 @@ def balanced_worker(balance: Balance) -> type[ThreadWorker]:
                 ThreadWorker.handle_quit(self, signal.SIGQUIT, None)
 
     return BalancedThreadWorker
+
+
+class DevArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's arbiter, except that a hangup stops the dev server as Ctrl-C does:
+    closing the terminal of `make run` sends SIGHUP, on which gunicorn reloads, so the
+    server outlived its terminal, holding the port and the embedded PostgreSQL."""
+
+    def handle_hup(self) -> None:
+        self.handle_int()
+
+
+def serve(application: Any) -> None:
+    """Run `application` (a gunicorn application) under DevArbiter, as its own `run()`
+    would under gunicorn's Arbiter."""
+    try:
+        DevArbiter(application).run()
+    except RuntimeError as error:
+        print(f"\nError: {error}\n", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def hooks(balance: Balance) -> dict[str, Any]:

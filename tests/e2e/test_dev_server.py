@@ -103,6 +103,21 @@ def test_ctrl_c_stops_every_process_of_the_server_at_once(dev_server):
     assert not _group_alive(group), "a process of the server outlived Ctrl-C"
 
 
+def test_closing_the_terminal_stops_the_server_instead_of_reloading_it(dev_server):
+    """A closed terminal sends SIGHUP, on which gunicorn reloads: the dev server would
+    outlive the terminal of `make run`, holding its port. It stops as on Ctrl-C."""
+    group = os.getpgid(dev_server.process.pid)
+    requests.get(dev_server.base_url + "/healthz", timeout=5)
+    os.killpg(group, signal.SIGHUP)
+    dev_server.process.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while _group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _group_alive(group), "a process of the server outlived the hangup"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(dev_server.base_url + "/healthz", timeout=2)
+
+
 def _group_alive(group: int) -> bool:
     try:
         os.killpg(group, 0)
