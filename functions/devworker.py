@@ -13,10 +13,8 @@ concern only.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import multiprocessing
-import os
 import signal
 import sys
 from typing import Any, ClassVar
@@ -86,27 +84,18 @@ def balanced_worker(balance: Balance) -> type[ThreadWorker]:
         def worker_connections(self, value: int) -> None:
             pass  # gthread sets it from the config; the property reads the config
 
-        # Signal handlers only set flags and wake the poller. gthread's own handlers shut
-        # the thread pool down and exit from inside the handler, that is from whatever the
-        # main thread was doing: inside ThreadPoolExecutor.submit (holding the pool's
-        # shutdown lock, which the handler then waits for forever) or inside a second
-        # handler (Ctrl-C signals the whole group: a worker gets SIGINT and, a moment
-        # later, the arbiter's SIGQUIT). Either hang lasted until the arbiter SIGKILLed the
-        # worker after graceful_timeout: `make run` took 30 s to stop, one Ctrl-C in two.
+        # The quit handler only sets flags and wakes the poller (as gthread's SIGTERM
+        # handler does). gthread's own quit handler shuts the thread pool down and exits
+        # from inside the handler, that is from whatever the main thread was doing: inside
+        # ThreadPoolExecutor.submit (holding the pool's shutdown lock, which the handler
+        # then waits for forever) or inside a second handler (Ctrl-C signals the whole
+        # group: a worker gets SIGINT and, a moment later, the arbiter's SIGQUIT). Either
+        # hang lasted until the arbiter SIGKILLed the worker after graceful_timeout:
+        # `make run` took 30 s to stop, one Ctrl-C in two.
         def handle_quit(self, sig: int, frame: Any) -> None:
             self.alive = False
             self._quitting = True
-            self._wake()
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            self.alive = False
-            self._wake()
-
-        def _wake(self) -> None:
-            # One byte into the method queue's pipe (async-signal-safe, unlike putting a
-            # callback on its queue): the poller returns and the loop looks at the flags.
-            with contextlib.suppress(AttributeError, OSError):
-                os.write(self.method_queue._write_fd, b"\x00")
+            self.method_queue.defer(lambda: None)  # a SimpleQueue put: reentrant-safe
 
         def wait_for_and_dispatch_events(self, timeout: float) -> None:
             # A worker that is not accepting is not woken by a sibling's new connection:

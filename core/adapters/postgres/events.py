@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -66,7 +67,7 @@ _STORE_SQL = (
     "event_timestamp) SELECT idempotency_key, content_sha256, id, timestamp FROM input "
     "WHERE metric_key IN (SELECT key FROM active) ORDER BY idempotency_key "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, event_id), "
-    "job AS ({job}), "
+    "job AS ({job}), "  # CountedJob.sql: filled in by _store_sql
     f"moved AS (INSERT INTO events ({EVENT_COLUMNS}, region, ingest_job_id) "
     "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, "
     "s.idempotency_key, s.content_sha256, s.digest, %(region)s, (SELECT id FROM job) "
@@ -74,7 +75,11 @@ _STORE_SQL = (
     "SELECT ARRAY(SELECT key FROM active), ARRAY(SELECT idempotency_key FROM claimed), "
     "(SELECT id FROM job), (SELECT count(*) FROM moved)"
 )
-_STORE_SQL_BY_JOB: dict[CountedJob, str] = {}
+
+
+@functools.cache
+def _store_sql(job: CountedJob) -> str:
+    return _STORE_SQL.replace("{job}", job.sql("claimed"))
 
 
 def events_json(events: Sequence[UsageEvent], ids: Sequence[str]) -> str:
@@ -107,11 +112,8 @@ def store(
     it and then counts as not new. Only the input and the claimed keys are read: a join
     with event_keys would be planned against an input without statistics and scan
     event_keys, whose size only grows."""
-    sql = _STORE_SQL_BY_JOB.get(job)
-    if sql is None:
-        sql = _STORE_SQL_BY_JOB.setdefault(job, _STORE_SQL.replace("{job}", job.sql("claimed")))
     active, keys, job_id, moved = connection.exec_driver_sql(
-        sql,
+        _store_sql(job),
         {
             "metric_keys": sorted({e.metric_key for e in events}),
             "events": events_json(events, ids),
