@@ -10,11 +10,18 @@ import sqlalchemy
 from sqlalchemy import inspect, text
 
 from core.adapters import queue
-from core.adapters.postgres.database import get_database, reset_database, sqlalchemy_url
+from core.adapters.postgres.database import (
+    Database,
+    driver_rows,
+    get_database,
+    reset_database,
+    sqlalchemy_url,
+)
 from core.adapters.postgres.embedded import create_database, drop_database
 from core.adapters.postgres.migrate import head_revision, upgrade_to_head
 from core.adapters.postgres.tables import metadata
 from core.config import reload_settings
+from core.domain.errors import Unavailable
 from core.services import api_keys, audit, health
 from core.services.caller import SYSTEM
 from tests.conftest import _with_database
@@ -188,3 +195,36 @@ def test_events_stored_before_digests_get_the_same_digest_ingestion_computes(adm
         assert stored == {key: Decimal(event_digest(key, at, value)) for key, at, value in rows}
     finally:
         drop_database(admin_url, name)
+
+
+def test_a_statement_run_by_psycopg_itself_fails_as_sqlalchemy_would(db):
+    """driver_rows (the ingestion hot path's statements) bypasses SQLAlchemy's results, not
+    its error handling: a lost connection is Unavailable (503) and the pool replaces it; a
+    statement's own error stays a DBAPIError of SQLAlchemy's, and nothing is committed."""
+    database = Database(db, pool_size=1, statement_timeout_ms=5000)
+    try:
+        with database.transaction() as connection:
+            assert driver_rows(connection, "SELECT %(n)s::int + 1, 'x'", {"n": 41}) == [(42, "x")]
+            pid = driver_rows(connection, "SELECT pg_backend_pid()", {})[0][0]
+        with psycopg.connect(db, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(Unavailable) as lost, database.transaction() as connection:
+            driver_rows(connection, "SELECT 1", {})
+        assert lost.value.code == "database_unavailable"
+        with database.transaction() as connection:  # the pool's one connection was replaced
+            assert driver_rows(connection, "SELECT pg_backend_pid()", {})[0][0] != pid
+
+        with pytest.raises(sqlalchemy.exc.ProgrammingError), database.transaction() as connection:
+            connection.exec_driver_sql("INSERT INTO metrics (key) VALUES ('kept_out')")
+            driver_rows(connection, "SELECT no_such_column FROM metrics", {})
+        with (
+            pytest.raises(sqlalchemy.exc.OperationalError) as cancelled,
+            database.transaction() as connection,
+        ):
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 50")
+            driver_rows(connection, "SELECT pg_sleep(2)", {})
+        assert cancelled.value.orig.sqlstate == "57014"  # a query error, not Unavailable
+        with database.transaction() as connection:
+            assert driver_rows(connection, "SELECT count(*) FROM metrics", {}) == [(0,)]
+    finally:
+        database.dispose()

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from core.adapters.postgres.database import driver_rows
 from core.adapters.postgres.tables import api_keys
 
 
@@ -36,17 +37,18 @@ def insert_key(
     return dict(row._mapping)
 
 
+_COLUMNS = tuple(c.name for c in api_keys.c)
 _BY_PREFIXES = (
-    f"SELECT {', '.join(c.name for c in api_keys.c)} FROM api_keys "  # noqa: S608 - the table's own columns
+    f"SELECT {', '.join(_COLUMNS)} FROM api_keys "  # noqa: S608 - the table's own columns
     "WHERE prefix = ANY(%(prefixes)s)"
 )
 
 
 def find_by_prefixes(connection: Connection, prefixes: Sequence[str]) -> list[dict[str, Any]]:
-    """Constant SQL at the driver: every authenticated request and every group commit of
-    single events runs it."""
-    rows = connection.exec_driver_sql(_BY_PREFIXES, {"prefixes": list(prefixes)}).all()
-    return [dict(row._mapping) for row in rows]
+    """Constant SQL run by psycopg itself (`driver_rows`): every authenticated request and
+    every group commit of single events runs it."""
+    rows = driver_rows(connection, _BY_PREFIXES, {"prefixes": list(prefixes)})
+    return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
 
 
 def find_by_prefix(connection: Connection, prefix: str) -> list[dict[str, Any]]:

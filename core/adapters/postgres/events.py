@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, text
 
+from core.adapters.postgres.database import driver_rows
 from core.adapters.queue import CountedJob
 from core.domain.events import UsageEvent
 
@@ -112,7 +113,8 @@ def store(
     it and then counts as not new. Only the input and the claimed keys are read: a join
     with event_keys would be planned against an input without statistics and scan
     event_keys, whose size only grows."""
-    active, keys, job_id, moved = connection.exec_driver_sql(
+    ((active, keys, job_id, moved),) = driver_rows(
+        connection,
         _store_sql(job),
         {
             "metric_keys": sorted({e.metric_key for e in events}),
@@ -120,7 +122,7 @@ def store(
             "region": region,
             **job.params(),
         },
-    ).one()
+    )
     return Stored(
         {str(key) for key in active},
         {str(key) for key in keys},
