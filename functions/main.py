@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from core.config import settings
 from core.logging import configure_logging
+from core.services.runtime import freeze_heap
 from functions.aggregate import aggregate
 from functions.api import api
 from functions.calculate import calculate
@@ -18,5 +19,8 @@ from functions.ingest import ingest
 from functions.invoice import invoice
 
 configure_logging(settings().abaxus_log_level)
+# Imported before gunicorn forks its workers (functions-framework loads the source in the
+# master): the objects of every module are frozen once and shared by the workers.
+freeze_heap()
 
 __all__ = ["aggregate", "api", "calculate", "charge", "ingest", "invoice"]
