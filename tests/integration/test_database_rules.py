@@ -14,6 +14,7 @@ from core.adapters.postgres.database import (
     Database,
     driver_rows,
     get_database,
+    get_group_database,
     reset_database,
     sqlalchemy_url,
 )
@@ -228,3 +229,12 @@ def test_a_statement_run_by_psycopg_itself_fails_as_sqlalchemy_would(db):
             assert driver_rows(connection, "SELECT count(*) FROM metrics", {}) == [(0,)]
     finally:
         database.dispose()
+
+
+def test_the_group_commit_pool_plans_its_constant_statements_once(db):
+    """The group's key lookup was planned anew on every run (custom plans); its pool
+    uses generic plans. The main pool, serving every other query, is left to choose."""
+    with get_group_database().transaction() as connection:
+        assert driver_rows(connection, "SHOW plan_cache_mode", {}) == [("force_generic_plan",)]
+    with get_database().transaction() as connection:
+        assert driver_rows(connection, "SHOW plan_cache_mode", {}) == [("auto",)]
