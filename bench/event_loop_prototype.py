@@ -1,0 +1,267 @@
+"""A measurement prototype, not product code: single events served from an event loop.
+
+The question it answers (docs/benchmarks.md, "What bounds the targets"): how much of a
+single event's cost is the thread-per-request HTTP stack (gunicorn gthread, Flask,
+functions-framework) rather than ingestion itself. Here `POST /v1/events` is a bare ASGI
+app under uvicorn (httptools parser, uvloop), and each process's concurrent requests go to
+the same group commit as the real endpoint (`core.services.ingest._ingest_group`: keys
+checked in the group's transaction, events parsed, stored, job enqueued, committed) in one
+database thread per process, so a group costs one thread hand-off instead of one per
+request. Nothing else of the endpoint is here (no problem+json, request-id checks,
+metrics, Idempotency-Key, size limits): it bounds what a production version could reach.
+
+It needs two packages the project does not depend on (yet):
+
+    .venv/bin/pip install httptools uvloop
+    .venv/bin/python bench/event_loop_prototype.py [--rounds 3] [--singles 9600]
+
+Each round runs the single-event load of bench/ingest.py (32 keep-alive clients: 4
+processes x 8 threads) against `abaxus dev` and then against this prototype (2 worker
+processes each), on fresh databases of the same PostgreSQL, and prints one JSON line per
+run: requests/s, p50/p95/p99 and the server's CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import fresh_database, start_dev_server
+from bench.ingest import events, single_client, warm_up
+
+PORT = 18095
+GROUP_MAX = 128
+
+
+class AsyncGroup:
+    """Requests of this process wait on futures; one database thread stores a group at a
+    time, and whatever arrived meanwhile is the next group."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.running = False
+        self.thread = ThreadPoolExecutor(1)
+        self.task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.queue.append((item, future))
+        if not self.running:
+            self.running = True
+            self.task = loop.create_task(self.drain())
+        return await future
+
+    async def drain(self) -> None:
+        from core.services import ingest
+
+        loop = asyncio.get_running_loop()
+        try:
+            while self.queue:
+                group, self.queue = self.queue[:GROUP_MAX], self.queue[GROUP_MAX:]
+                items = [item for item, _ in group]
+                try:
+                    results = await loop.run_in_executor(self.thread, ingest._ingest_group, items)
+                except Exception as error:  # every waiting request hears about it
+                    for _, future in group:
+                        future.set_exception(error)
+                    continue
+                for (_, future), result in zip(group, results, strict=True):
+                    future.set_result(result)
+        finally:
+            self.running = False
+
+
+_group = AsyncGroup()
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI app uvicorn serves (`bench.event_loop_prototype:app`)."""
+    from core.domain.errors import AbaxusError
+    from core.services import ingest
+
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/v1/events" and scope["method"] == "POST":
+        bearer = dict(scope["headers"]).get(b"authorization", b"").decode()[len("Bearer ") :]
+        result = await _group.submit(ingest._Grouped(bearer, json.loads(body)))
+        if isinstance(result, AbaxusError):
+            status, payload = 401, {"code": result.code}
+        else:
+            status = 202
+            payload = {"status": result.outcome, "idempotency_key": result.idempotency_key}
+            payload["id"] = result.id
+    elif scope["path"] == "/healthz":
+        status, payload = 200, {"status": "ok"}
+    else:
+        status, payload = 404, {"code": "not_found"}
+    out = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(out)).encode()),
+        (b"x-request-id", ("req_" + uuid.uuid4().hex).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": out})
+
+
+def _database() -> tuple[str, str]:
+    url = fresh_database("abaxus_bench_loop")
+    secret = "abx_bench_" + uuid.uuid4().hex
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("INSERT INTO metrics (key) VALUES ('api_calls')")
+        connection.execute(
+            "INSERT INTO metric_versions (metric_key, version, name, unit, aggregation, "
+            "effective_from) VALUES ('api_calls', 1, 'API calls', 'call', 'sum', '2020-01-01Z')"
+        )
+    return url, secret
+
+
+def _load(port: int, secret: str, count: int, prefix: str) -> list[float]:
+    bodies = [json.dumps(event).encode() for event in events(prefix, count)]
+    per = count // 4
+    queue: multiprocessing.Queue[list[float]] = multiprocessing.Queue()
+    clients = [
+        multiprocessing.Process(
+            target=single_client, args=(port, secret, bodies[i * per : (i + 1) * per], 8, queue)
+        )
+        for i in range(4)
+    ]
+    for client in clients:
+        client.start()
+    latencies = sorted(x for _ in clients for x in queue.get(timeout=600))
+    for client in clients:
+        client.join()
+    return latencies
+
+
+def _cpu(pid: int) -> float:
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
+def _measure(name: str, server: subprocess.Popen[bytes], secret: str, count: int) -> None:
+    before, started = _cpu(server.pid), time.perf_counter()
+    latencies = _load(PORT, secret, count, f"{name}-{uuid.uuid4().hex[:8]}")
+    seconds = time.perf_counter() - started
+    cpu_ms = (_cpu(server.pid) - before) / len(latencies) * 1000
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000, 2)
+
+    print(
+        json.dumps(
+            {
+                "server": name,
+                "requests_per_second": round(len(latencies) / seconds),
+                "p50_ms": pct(50),
+                "p95_ms": pct(95),
+                "p99_ms": pct(99),
+                "server_cpu_ms_per_request": round(cpu_ms, 3),
+            }
+        ),
+        flush=True,
+    )
+
+
+def _prototype(url: str, secret: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": url, "ABAXUS_LOG_LEVEL": "WARNING"}
+    from core.adapters.postgres.database import reset_database
+    from core.config import reload_settings
+    from core.services import api_keys
+
+    admin = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = url
+    reload_settings()
+    reset_database()  # this round's database, not the previous one's
+    api_keys.ensure_key(secret, name="bench", scopes=["admin"])
+    reset_database()
+    if admin is None:  # fresh_database takes the admin URL from the environment
+        del os.environ["DATABASE_URL"]
+    else:
+        os.environ["DATABASE_URL"] = admin
+    reload_settings()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "bench.event_loop_prototype:app"),
+            *("--port", str(PORT), "--workers", "2", "--http", "httptools", "--loop", "uvloop"),
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        try:
+            probe = http.client.HTTPConnection("127.0.0.1", PORT, timeout=5)
+            probe.request("GET", "/healthz")
+            if probe.getresponse().status == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    _load(PORT, secret, 1280, f"warm-{uuid.uuid4().hex[:8]}")  # pools, prepared statements
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--singles", type=int, default=9600)
+    args = parser.parse_args()
+    for _ in range(args.rounds):
+        url, secret = _database()
+        env = {
+            "DATABASE_URL": url,
+            "ABAXUS_BOOTSTRAP_KEY": secret,
+            "WORKERS": "2",
+            "THREADS": "16",
+            "ABAXUS_DEV_TICKS": "false",
+            "ABAXUS_DEV_DELIVERIES": "false",
+            "ABAXUS_LOG_LEVEL": "WARNING",
+            "ABAXUS_DB_POOL_SIZE": "18",
+        }
+        server = start_dev_server(env, PORT)
+        try:
+            warm_up(PORT, secret, server.pid)
+            _measure("abaxus dev (gunicorn gthread 2 x 16)", server, secret, args.singles)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        url, secret = _database()
+        server = _prototype(url, secret)
+        try:
+            _measure("prototype (uvicorn 2 workers, event loop)", server, secret, args.singles)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
