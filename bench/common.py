@@ -39,12 +39,17 @@ def start_dev_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(600):
+    wait_until_answers(port, "/readyz")
+    return server
+
+
+def wait_until_answers(port: int, path: str, attempts: int = 600) -> None:
+    """Until GET `path` on 127.0.0.1:`port` answers 200 (a server starting up)."""
+    for _ in range(attempts):
         try:
             probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            probe.request("GET", "/readyz")
+            probe.request("GET", path)
             if probe.getresponse().status == 200:
-                break
+                return
         except OSError:
             time.sleep(0.1)
-    return server

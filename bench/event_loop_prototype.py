@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
+import importlib.util
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -43,8 +42,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import fresh_database, start_dev_server
-from bench.ingest import events, single_client, warm_up
+from bench.common import fresh_database, start_dev_server, wait_until_answers
+from bench.ingest import events, single_load, warm_up
 
 PORT = 18095
 GROUP_MAX = 128
@@ -144,21 +143,9 @@ def _database() -> tuple[str, str]:
 
 
 def _load(port: int, secret: str, count: int, prefix: str) -> list[float]:
-    bodies = [json.dumps(event).encode() for event in events(prefix, count)]
-    per = count // 4
-    queue: multiprocessing.Queue[list[float]] = multiprocessing.Queue()
-    clients = [
-        multiprocessing.Process(
-            target=single_client, args=(port, secret, bodies[i * per : (i + 1) * per], 8, queue)
-        )
-        for i in range(4)
-    ]
-    for client in clients:
-        client.start()
-    latencies = sorted(x for _ in clients for x in queue.get(timeout=600))
-    for client in clients:
-        client.join()
-    return latencies
+    return single_load(
+        port, secret, [json.dumps(event).encode() for event in events(prefix, count)]
+    )
 
 
 def _cpu(pid: int) -> float:
@@ -218,14 +205,7 @@ def _prototype(url: str, secret: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(300):
-        try:
-            probe = http.client.HTTPConnection("127.0.0.1", PORT, timeout=5)
-            probe.request("GET", "/healthz")
-            if probe.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
+    wait_until_answers(PORT, "/healthz")
     _load(PORT, secret, 1280, f"warm-{uuid.uuid4().hex[:8]}")  # pools, prepared statements
     return server
 
@@ -235,6 +215,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--singles", type=int, default=9600)
     args = parser.parse_args()
+    missing = [name for name in ("httptools", "uvloop") if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"needs {' and '.join(missing)}: .venv/bin/pip install httptools uvloop")
     for _ in range(args.rounds):
         url, secret = _database()
         env = {

@@ -152,6 +152,25 @@ def single_client(
     results.put(latencies)
 
 
+def single_load(port: int, secret: str, bodies: list[bytes]) -> list[float]:
+    """The single-event load: 32 keep-alive clients (4 processes x 8 threads) posting
+    `bodies` to /v1/events; every request's latency in seconds, sorted."""
+    per = len(bodies) // 4
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    clients = [
+        multiprocessing.Process(
+            target=single_client, args=(port, secret, bodies[i * per : (i + 1) * per], 8, queue)
+        )
+        for i in range(4)
+    ]
+    for client in clients:
+        client.start()
+    latencies = sorted(x for _ in clients for x in queue.get(timeout=600))
+    for client in clients:
+        client.join()
+    return latencies
+
+
 def server_rss(pid: int) -> dict[str, int]:
     try:
         root = psutil.Process(pid)
@@ -404,22 +423,9 @@ def main() -> None:
         batch_cpu_ms = cpu_ms_per(batch_cpu, cpu_seconds(server.pid), len(bodies))
 
         single_bodies = [json.dumps(event).encode() for event in events("single", args.singles)]
-        per = len(single_bodies) // 4
-        latency_queue: multiprocessing.Queue = multiprocessing.Queue()
         single_started = time.perf_counter()
         single_cpu = cpu_seconds(server.pid)
-        singles = [
-            multiprocessing.Process(
-                target=single_client,
-                args=(18080, secret, single_bodies[i * per : (i + 1) * per], 8, latency_queue),
-            )
-            for i in range(4)
-        ]
-        for process in singles:
-            process.start()
-        latencies = sorted(x for _ in singles for x in latency_queue.get(timeout=600))
-        for process in singles:
-            process.join()
+        latencies = single_load(18080, secret, single_bodies)
         single_seconds = time.perf_counter() - single_started
         single_cpu_ms = cpu_ms_per(single_cpu, cpu_seconds(server.pid), len(latencies))
         stop_sampling.set()
