@@ -10,5 +10,6 @@ COPY knative ./knative
 RUN pip install . && useradd --uid 10001 --no-create-home abaxus
 USER 10001
 EXPOSE 8080
-# functions-framework serves FUNCTION_TARGET on $PORT with gunicorn (WORKERS x THREADS).
+# functions-framework serves FUNCTION_TARGET on $PORT with gunicorn (WORKERS x THREADS);
+# ingest is an ASGI function, which it serves with uvicorn workers (uvloop, httptools).
 CMD ["functions-framework", "--source=functions/main.py"]

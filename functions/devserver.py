@@ -1,8 +1,8 @@
 """The one-process dev server: every function on one port, plus the local broker.
 
-Each function is functions-framework's own Flask app for its target (`create_app`), the
-same object `functions-framework --target X` serves in a Knative pod. This WSGI
-dispatcher only chooses which app answers:
+Each function is functions-framework's own app for its target (`create_app`: Flask, or
+Starlette for the ASGI ingest function), the same object `functions-framework --target X`
+serves in a Knative pod. This ASGI dispatcher only chooses which app answers:
 
     /v1/... /dashboard       -> the owner in functions/routes.py ROUTE_OWNERS
     /healthz /readyz /metrics -> the api function (one process, one metrics registry)
@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudevents.exceptions import GenericException as CloudEventError
+from flask import Flask
 from functions_framework import create_app
 from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
 
+from functions import asgi
 from functions.broker import LocalBroker
 from functions.routes import FUNCTIONS, owner_of
 from functions.topology import load_topology
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 log = logging.getLogger("abaxus.devserver")
 
@@ -39,34 +41,47 @@ BROKER_BODY_BYTES_MAX = 1024 * 1024
 
 
 class DevServer:
+    """An ASGI application (the dev server runs event-loop workers, as the ingest function's
+    pods do): an ASGI function's app is called as it is; a Flask app runs in a request
+    thread through `functions.asgi`, as it would in its own pod's gthread worker."""
+
     def __init__(self, *, base_url: str, knative_dir: Path) -> None:
         self.base_url = base_url.rstrip("/")
-        self.apps: dict[str, WSGIApplication] = {
+        apps = {
             name: create_app(target=name, source=str(MAIN_SOURCE))  # type: ignore[no-untyped-call]
             for name in FUNCTIONS
+        }
+        self.apps: dict[str, Asgi] = {
+            name: _as_asgi(app) if isinstance(app, Flask) else app for name, app in apps.items()
         }
         self.topology = load_topology(knative_dir)
         unknown = set(self.topology.functions_by_service.values()) - set(self.apps)
         if unknown:
             raise ValueError(f"knative/ targets functions that do not exist: {sorted(unknown)}")
         self.broker = LocalBroker(self.topology, self.function_url)
+        self._ingress_app = _as_asgi(self._ingress)
 
     def function_url(self, function: str) -> str:
         return f"{self.base_url}{FUNCTIONS_PATH}{function}/"
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "") or "/"
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method == "POST" and path in {"/", BROKER_PATH, BROKER_PATH + "/"}:
-            return self._ingress(environ, start_response)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope.get("path", "") or "/"
+        if scope["method"] == "POST" and path in {"/", BROKER_PATH, BROKER_PATH + "/"}:
+            await self._ingress_app(scope, receive, send)
+            return
         if path.startswith(FUNCTIONS_PATH):
-            name, _, rest = path[len(FUNCTIONS_PATH) :].partition("/")
+            name, _, _rest = path[len(FUNCTIONS_PATH) :].partition("/")
             if name in self.apps:
-                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + FUNCTIONS_PATH + name
-                environ["PATH_INFO"] = "/" + rest
-                return self.apps[name](environ, start_response)
+                root = scope.get("root_path", "") + FUNCTIONS_PATH + name
+                await self.apps[name]({**scope, "root_path": root}, receive, send)
+                return
         owner = owner_of(path) or "api"  # api answers unknown paths with a 404 problem
-        return self.apps[owner](environ, start_response)
+        await self.apps[owner](scope, receive, send)
 
     def _ingress(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = WsgiRequest(environ)
@@ -81,6 +96,26 @@ class DevServer:
             except CloudEventError as error:
                 response = _problem(400, "invalid_cloudevent", f"not a valid CloudEvent: {error}")
         return response(environ, start_response)
+
+
+Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def _as_asgi(app: Any) -> Asgi:
+    async def call(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asgi.serve_wsgi(app, scope, receive, send)
+
+    return call
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _problem(status: int, code: str, detail: str) -> WsgiResponse:

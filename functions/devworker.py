@@ -1,5 +1,6 @@
-"""The dev server's gunicorn worker: functions-framework's gthread worker, with keep-alive
-connections spread evenly over the worker processes.
+"""The dev server's gunicorn worker: the uvicorn worker functions-framework runs for an ASGI
+function (the ingest function is one), with keep-alive connections spread evenly over the
+worker processes.
 
 With one listen socket shared by several workers, whichever worker wakes first accepts,
 and keep-alive connections stay where they landed: measured here, 32 client connections
@@ -13,14 +14,20 @@ concern only.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import logging
 import multiprocessing
-import signal
+import socket
 import sys
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter
-from gunicorn.workers.gthread import ThreadWorker
+from uvicorn.config import Config
+from uvicorn.server import Server
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
+
+log = logging.getLogger("abaxus.devworker")
 
 FREE = -1
 SLOTS = 16  # workers beyond this many accept unbalanced
@@ -50,63 +57,120 @@ class Balance:
         """True while this worker holds no more connections than every live sibling."""
         if slot is None:
             return True
-        counts = self.counts[:]  # one copy out of shared memory: this runs once per request
+        counts = self.counts[:]  # one copy out of shared memory
         counts[slot] = FREE
         return all(count == FREE or held <= count for count in counts)
 
 
-def balanced_worker(balance: Balance) -> type[ThreadWorker]:
-    """A gthread worker class that accepts by `balance`; with the hooks that keep the
-    slots (pass both to gunicorn as pre_fork and child_exit)."""
+class BalancedServer(Server):
+    """uvicorn's server, except that it accepts connections itself (a reader on the
+    listening socket, `connect_accepted_socket` with uvicorn's own HTTP protocol) so that
+    it can stop accepting while it holds more connections than its least loaded sibling
+    — uvloop's servers cannot pause. Its count is published every `DISABLED_POLL_SECONDS`
+    and after every accepted connection."""
 
-    class BalancedThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
+    def __init__(self, config: Config, balance: Balance, slot: int | None) -> None:
+        super().__init__(config)
+        self._balance = balance
+        self._slot = slot
+        self._listeners: list[socket.socket] = []
+        self._accepting = False
+        self._connecting = 0
+        self._tick: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None:  # not under the dev arbiter: uvicorn's own way
+            await super().startup(sockets=sockets)
+            return
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(3)  # uvicorn's STARTUP_FAILURE
+        self._listeners = list(sockets)
+        for listener in self._listeners:
+            listener.setblocking(False)
+        self.servers = []
+        self._rebalance()
+        self.started = True
+
+    def _protocol(self) -> asyncio.Protocol:
+        return self.config.http_protocol_class(  # type: ignore[call-arg]  # uvicorn's protocols take these
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+        )
+
+    def _set_accepting(self, accepting: bool) -> None:
+        if accepting == self._accepting:
+            return
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            if accepting:
+                loop.add_reader(listener.fileno(), self._accept, listener)
+            else:
+                loop.remove_reader(listener.fileno())
+        self._accepting = accepting
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            connection, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # a sibling took it
+        except OSError as error:  # out of file descriptors: try again later
+            log.warning("accept failed: %s", error)
+            return
+        connection.setblocking(False)
+        self._connecting += 1
+        task = asyncio.get_running_loop().create_task(self._connect(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._rebalance()
+
+    async def _connect(self, connection: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._protocol, connection)
+        except OSError:
+            connection.close()
+        finally:
+            self._connecting -= 1
+
+    def _rebalance(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+        held = len(self.server_state.connections) + self._connecting
+        if self._slot is not None:
+            self._balance.counts[self._slot] = held
+        self._set_accepting(not self.should_exit and self._balance.may_accept(self._slot, held))
+        self._tick = asyncio.get_running_loop().call_later(DISABLED_POLL_SECONDS, self._rebalance)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if self._listeners:
+            self._set_accepting(False)
+        await super().shutdown(sockets=sockets)
+
+
+def balanced_worker(balance: Balance) -> type[UvicornWorker]:
+    """A uvicorn worker class (uvloop, httptools: what functions-framework runs for an ASGI
+    function) that accepts by `balance`; with the hooks that keep the slots (pass both to
+    gunicorn as pre_fork and child_exit)."""
+
+    class BalancedUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
+        CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "uvloop", "http": "httptools"}
         shared: ClassVar[Balance] = balance
         slot: int | None = None
-        _held = 0
-        _quitting = False
 
-        @property  # gthread counts its connections in nr_conns: the count is shared
-        def nr_conns(self) -> int:
-            return self._held
+        async def _serve(self) -> None:
+            self.config.app = self.wsgi
+            server = BalancedServer(self.config, self.shared, self.slot)
+            self._install_sigquit_handler()
+            await server.serve(sockets=self.sockets)
+            if not server.started:
+                sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
-        @nr_conns.setter
-        def nr_conns(self, value: int) -> None:
-            self._held = value
-            if self.slot is not None:
-                self.shared.counts[self.slot] = value
-
-        @property  # gthread accepts while nr_conns < worker_connections
-        def worker_connections(self) -> int:
-            limit = int(self.cfg.worker_connections)
-            return limit if self.shared.may_accept(self.slot, self._held) else self._held
-
-        @worker_connections.setter
-        def worker_connections(self, value: int) -> None:
-            pass  # gthread sets it from the config; the property reads the config
-
-        # The quit handler only sets flags and wakes the poller (as gthread's SIGTERM
-        # handler does). gthread's own quit handler shuts the thread pool down and exits
-        # from inside the handler, that is from whatever the main thread was doing: inside
-        # ThreadPoolExecutor.submit (holding the pool's shutdown lock, which the handler
-        # then waits for forever) or inside a second handler (Ctrl-C signals the whole
-        # group: a worker gets SIGINT and, a moment later, the arbiter's SIGQUIT). Either
-        # hang lasted until the arbiter SIGKILLed the worker after graceful_timeout:
-        # `make run` took 30 s to stop, one Ctrl-C in two.
-        def handle_quit(self, sig: int, frame: Any) -> None:
-            self.alive = False
-            self._quitting = True
-            self.method_queue.defer(lambda: None)  # a SimpleQueue put: reentrant-safe
-
-        def wait_for_and_dispatch_events(self, timeout: float) -> None:
-            # A worker that is not accepting is not woken by a sibling's new connection:
-            # it looks again soon, so the least loaded worker takes the next one.
-            if not self._accepting:
-                timeout = min(timeout, DISABLED_POLL_SECONDS)
-            super().wait_for_and_dispatch_events(timeout)
-            if self._quitting:  # a quick quit, here where the main thread holds no lock
-                ThreadWorker.handle_quit(self, signal.SIGQUIT, None)
-
-    return BalancedThreadWorker
+    return BalancedUvicornWorker
 
 
 class DevArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped

@@ -291,16 +291,34 @@ class FunctionApp:
 
     def __call__(self, request: flask.Request) -> flask.Response:
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-Id", "")
-        if not REQUEST_ID_PATTERN.match(request_id):
-            request_id = "req_" + uuid.uuid4().hex
+        request_id = request_id_of(request.headers.get("X-Request-Id", ""))
+        return self.answer(
+            request.method,
+            request.path,
+            request_id,
+            started,
+            lambda: self._dispatch(request, request_id),
+        )
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        request_id: str,
+        started: float,
+        dispatch: Callable[[], tuple[str, flask.Response]],
+    ) -> flask.Response:
+        """`dispatch`'s response (its route's label and the response) with what every
+        answer gets: a 500 problem for anything unexpected, X-Request-Id, the request
+        metrics and the request log line. The ingest function's event-loop route answers
+        through here too."""
         token = log_context.set({"function": self.name, "request_id": request_id})
         route_label = "unmatched"
         try:
-            route_label, response = self._dispatch(request, request_id)
+            route_label, response = dispatch()
         except Exception:
             # The outermost boundary: the only place that catches everything.
-            log.exception("unhandled error", extra={"path": request.path})
+            log.exception("unhandled error", extra={"path": path})
             response = self._problem(
                 errors.AbaxusError(
                     "an unexpected error occurred; the request id identifies it in the logs",
@@ -314,9 +332,7 @@ class FunctionApp:
             log_context.reset(token)
         response.headers["X-Request-Id"] = request_id
         elapsed = time.perf_counter() - started
-        http_requests.labels(
-            self.name, route_label, request.method, str(response.status_code)
-        ).inc()
+        http_requests.labels(self.name, route_label, method, str(response.status_code)).inc()
         http_request_duration.labels(self.name, route_label).observe(elapsed)
         if route_label not in {"/healthz", "/metrics"}:
             log.info(
@@ -324,7 +340,7 @@ class FunctionApp:
                 extra={
                     "function": self.name,
                     "request_id": request_id,
-                    "method": request.method,
+                    "method": method,
                     "route": route_label,
                     "status": response.status_code,
                     "duration_ms": round(elapsed * 1000, 3),
@@ -377,7 +393,7 @@ class FunctionApp:
         body = _read_body(request)
         context = Request(request, body, params, caller, request_id)
         if request.method != "POST" or key is None or caller is None:
-            return _render(route.handler(context))
+            return render(route.handler(context))
         if not IDEMPOTENCY_KEY_PATTERN.match(key):
             raise errors.ValidationFailed(
                 "Idempotency-Key must be 1 to 255 printable ASCII characters",
@@ -385,7 +401,7 @@ class FunctionApp:
             )
 
         def compute() -> idempotency.StoredResponse:
-            return _stored(_render(route.handler(context)))
+            return _stored(render(route.handler(context)))
 
         def render_error(error: errors.AbaxusError) -> idempotency.StoredResponse:
             return _stored(self._problem(error, request_id))
@@ -421,7 +437,7 @@ class FunctionApp:
             authenticate_first()
             raise
         context = Request(request, body, params, None, request_id, bearer, authenticate_first)
-        return _render(route.handler(context))
+        return render(route.handler(context))
 
     def _authenticate(
         self, request: flask.Request, scope: str | None, request_id: str
@@ -542,6 +558,10 @@ class FunctionApp:
         )
         return flask.Response(status=202)
 
+    def problem(self, error: errors.AbaxusError, request_id: str) -> flask.Response:
+        """The problem+json answer to `error`, as every route renders it."""
+        return self._problem(error, request_id)
+
     def _problem(
         self, error: errors.AbaxusError, request_id: str, *, status: int | None = None
     ) -> flask.Response:
@@ -561,6 +581,11 @@ class FunctionApp:
         return flask.Response(
             to_json(body), status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE
         )
+
+
+def request_id_of(header: str) -> str:
+    """The caller's X-Request-Id when it is a usable one, otherwise a new id."""
+    return header if REQUEST_ID_PATTERN.match(header) else "req_" + uuid.uuid4().hex
 
 
 def _read_body(request: flask.Request) -> bytes:
@@ -591,7 +616,7 @@ def decode_event_data(headers: Mapping[str, str], body: bytes) -> Any:
     return envelope.get("data")
 
 
-def _render(reply: Reply) -> flask.Response:
+def render(reply: Reply) -> flask.Response:
     if reply.body is None:
         return flask.Response(status=reply.status, headers=reply.headers)
     if reply.content_type is not None:
@@ -615,10 +640,17 @@ def _stored(response: flask.Response) -> idempotency.StoredResponse:
 
 
 def _bearer_secret(request: flask.Request) -> str:
-    header = request.headers.get("Authorization", "")
+    secret = bearer_of(request.headers.get("Authorization", ""))
+    if secret is None:
+        raise errors.Unauthenticated("an API key is required: Authorization: Bearer <key>")
+    return secret
+
+
+def bearer_of(header: str) -> str | None:
+    """The secret of an `Authorization: Bearer <secret>` header; None for anything else."""
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise errors.Unauthenticated("an API key is required: Authorization: Bearer <key>")
+        return None
     return secret.strip()
 
 

@@ -29,7 +29,7 @@ from core.domain.pagination import decode_cursor, encode_cursor
 from core.observability import events_ingested, ingest_batch_size, ingest_duration
 from core.services import api_keys, notify
 from core.services.aggregation import AGGREGATE_QUEUE, FOLD_JOB
-from core.services.group_commit import GroupCommit
+from core.services.group_commit import AsyncGroupCommit, GroupCommit
 
 # One job per transaction hands its new events to aggregation; its payload counts them.
 FOLD_HANDOFF = queue.CountedJob(AGGREGATE_QUEUE, FOLD_JOB, count_key="events")
@@ -229,6 +229,7 @@ def _ingest_group(items: Sequence[_Grouped]) -> list[Outcome | AbaxusError]:
 
 
 _single_events = GroupCommit(_ingest_group)
+_single_events_async = AsyncGroupCommit(_ingest_group)
 
 
 def ingest_single(raw_event: Any, *, api_key: str | None = None) -> Outcome:
@@ -241,6 +242,17 @@ def ingest_single(raw_event: Any, *, api_key: str | None = None) -> Outcome:
         (outcome,) = ingest([raw_event])
         return outcome
     result = _single_events.submit(_Grouped(api_key, raw_event))
+    if isinstance(result, AbaxusError):
+        raise result
+    assert isinstance(result, Outcome)
+    return result
+
+
+async def ingest_single_async(raw_event: Any, *, api_key: str) -> Outcome:
+    """`ingest_single` for a request answered on an event loop: the same group commit (keys
+    checked with the group, one transaction), written by one thread of the process while
+    the requests wait on the loop."""
+    result = await _single_events_async.submit(_Grouped(api_key, raw_event))
     if isinstance(result, AbaxusError):
         raise result
     assert isinstance(result, Outcome)

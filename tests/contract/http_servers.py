@@ -1,8 +1,12 @@
-"""Real HTTP servers on loopback for contract tests (werkzeug, one thread)."""
+"""Real HTTP servers on loopback for contract tests (werkzeug for WSGI apps, uvicorn for
+ASGI ones such as the dev server), each in a thread of the test process."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +33,36 @@ def serve(app: Callable) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+@contextmanager
+def serve_asgi(app: Callable) -> Iterator[str]:
+    """Serve an ASGI app (late-bound, as `serve`) with uvicorn on a free loopback port."""
+    import uvicorn
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+
+    async def asgi(scope, receive, send):  # a coroutine function: what uvicorn serves
+        await app(scope, receive, send)
+
+    config = uvicorn.Config(
+        asgi, interface="asgi3", lifespan="off", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[listener])), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from core.services.cloudevents import handled_events
 from functions.broker import LocalBroker
 from functions.devserver import DevServer
 from functions.topology import load_topology
-from tests.contract.http_servers import Recorder, serve
+from tests.contract.http_servers import Recorder, serve, serve_asgi
 from tests.fixtures.samples import create_metric
 
 
@@ -39,7 +39,7 @@ def _drain(broker):
 @pytest.fixture
 def dev_server(db):
     holder = {}
-    with serve(lambda e, s: holder["server"](e, s)) as base_url:  # noqa: PLW0108 - late-bound
+    with serve_asgi(lambda *call: holder["server"](*call)) as base_url:  # noqa: PLW0108 - late-bound
         holder["server"] = DevServer(base_url=base_url, knative_dir=settings().abaxus_knative_dir)
         yield base_url, holder["server"]
 

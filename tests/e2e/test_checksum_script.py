@@ -13,7 +13,7 @@ from core.services.caller import SYSTEM
 from core.services.catalog import metrics
 from functions.devserver import DevServer
 from tests.conftest import PROJECT_ROOT
-from tests.contract.http_servers import serve
+from tests.contract.http_servers import serve_asgi
 
 T0 = datetime(2026, 8, 1, tzinfo=UTC)
 
@@ -52,7 +52,7 @@ def test_the_docs_script_reproduces_the_exact_checksum(db):
     secret = api_keys.create_key(SYSTEM, name="reader", scopes=["read"]).secret
     start, end = "2026-08-01T06:00:00Z", "2026-08-07T00:00:00Z"
     holder = {}
-    with serve(lambda e, s: holder["app"](e, s)) as url:  # noqa: PLW0108 - late-bound
+    with serve_asgi(lambda *call: holder["app"](*call)) as url:  # noqa: PLW0108 - late-bound
         holder["app"] = DevServer(base_url=url, knative_dir=settings().abaxus_knative_dir)
         summary = requests.get(
             f"{url}/v1/usage/summary",

@@ -8,15 +8,16 @@ import psycopg
 import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
-from functions_framework import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import reload_settings
 from core.domain.events import parse_event
+from core.observability import REGISTRY
 from core.services import api_keys
 from core.services import ingest as ingestion
 from core.services.caller import SYSTEM
+from tests.asgi_client import create_app
 from tests.conftest import PROJECT_ROOT, bearer, truncate_all
 from tests.fixtures.samples import create_metric
 
@@ -520,3 +521,47 @@ def test_an_invalid_usage_event_is_a_422_and_stores_nothing(ingest, db):
     response = ingest.post("/", headers=headers, data=body)
     assert response.status_code == 422 and "invalid_value" in response.get_json()["detail"]
     assert _stored(db) == []
+
+
+def _count(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_grouped_single_event_is_answered_on_the_event_loop_as_its_route_answers(
+    ingest, db, monkeypatch
+):
+    """Single events without an Idempotency-Key are written by the process's group-commit
+    thread while the request waits on the event loop. The answer is the one the route
+    gives through FunctionApp (here: the same event with an Idempotency-Key): status, body,
+    content type, request id; and each request is counted once."""
+
+    def no_thread_path(_item):
+        raise AssertionError("a grouped single event went through a request thread")
+
+    monkeypatch.setattr(ingestion._single_events, "submit", no_thread_path)
+    answered = {"function": "ingest", "route": "/v1/events", "method": "POST", "status": "202"}
+    before = _count("abaxus_http_requests_total", **answered)
+    conflicts = _count("abaxus_events_total", outcome="conflict")
+
+    def both(event, request_id):
+        on_loop = ingest.post("/v1/events", json=event, headers={"X-Request-Id": request_id})
+        keyed = {"X-Request-Id": request_id + "-r", "Idempotency-Key": request_id}
+        return on_loop, ingest.post("/v1/events", json=event, headers=keyed)
+
+    on_loop, routed = both(_event("same"), "r-accept")  # accepted, then a duplicate
+    assert (on_loop.status_code, routed.status_code) == (202, 202)
+    assert on_loop.get_json()["status"] == "accepted" and routed.get_json()["status"] == "duplicate"
+    compared = [(on_loop, routed, ("id", "idempotency_key"))]
+    compared.append((*both(_event("same", "9"), "r-conflict"), ("status", "code", "title")))
+    compared.append((*both(_event("bad", "NaN"), "r-invalid"), ("status", "code", "errors")))
+    for on_loop, routed, fields in compared:
+        assert on_loop.status_code == routed.status_code
+        assert on_loop.headers["content-type"] == routed.headers["content-type"]
+        assert on_loop.headers["x-request-id"] + "-r" == routed.headers["x-request-id"]
+        assert set(on_loop.get_json()) == set(routed.get_json())
+        assert [on_loop.get_json()[f] for f in fields] == [routed.get_json()[f] for f in fields]
+    assert compared[1][0].status_code == 409 and compared[2][0].status_code == 422
+    assert _count("abaxus_http_requests_total", **answered) == before + 2
+    # once per request: re-running a refused event through the route would count it twice
+    assert _count("abaxus_events_total", outcome="conflict") == conflicts + 2
+    assert [key for key, _, _ in _stored(db)] == ["same"]

@@ -3,19 +3,15 @@ connections than every live sibling (shared memory, as the forked workers use it
 
 from __future__ import annotations
 
-import selectors
-import signal
+import asyncio
+import socket
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 from typing import Any
 
-import pytest
-from gunicorn.workers.gthread import PollableMethodQueue
+from uvicorn.config import Config
 
-from functions.devworker import FREE, SLOTS, Balance, balanced_worker
+from functions.devworker import FREE, SLOTS, Balance, BalancedServer
 
 
 def test_slots_are_assigned_free_ones_first_and_released_on_exit() -> None:
@@ -56,57 +52,58 @@ def test_a_worker_without_a_slot_accepts_unbalanced() -> None:
     assert balance.may_accept(None, 1000)
 
 
-def _worker_at_rest() -> Any:
-    """A balanced gthread worker as its run loop leaves it between two turns: a thread
-    pool, the method queue's pipe registered with the poller (no sockets, no arbiter)."""
-    worker = object.__new__(balanced_worker(Balance()))
-    worker.alive, worker._accepting = True, True
-    worker.cfg = SimpleNamespace(worker_int=lambda _worker: None)
-    worker.tpool = ThreadPoolExecutor(max_workers=2)
-    worker.method_queue = PollableMethodQueue()
-    worker.method_queue.init()
-    worker.poller = selectors.DefaultSelector()
-    worker.poller.register(
-        worker.method_queue.fileno(), selectors.EVENT_READ, worker.method_queue.run_callbacks
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
     )
-    return worker
+    await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _returns_within(seconds: float, call: Callable[[], object]) -> bool:
-    done = threading.Event()
-
-    def run() -> None:
-        call()
-        done.set()
-
-    threading.Thread(target=run, daemon=True).start()
-    return done.wait(seconds)
+def _answered(connection: socket.socket, within: float) -> bool:
+    connection.settimeout(within)
+    try:
+        return connection.recv(4096).startswith(b"HTTP/1.1 200")
+    except TimeoutError:
+        return False
 
 
-def test_quit_signals_interrupting_the_pools_lock_do_not_hang_the_worker() -> None:
-    """Ctrl-C signals the whole process group: a worker gets SIGINT, and a moment later the
-    arbiter's SIGQUIT, at whatever point its main thread is — inside
-    ThreadPoolExecutor.submit, holding the pool's shutdown lock, say. gthread's own handler
-    shut the pool down right there and waited forever for that lock. Now both handlers
-    return at once, and the worker quits at the next turn of its loop, woken at once."""
-    worker = _worker_at_rest()
-    with worker.tpool._shutdown_lock:  # the interrupted submit holds it
-        assert _returns_within(2, lambda: worker.handle_quit(signal.SIGINT, None))
-        assert _returns_within(2, lambda: worker.handle_quit(signal.SIGQUIT, None))
-    assert worker.alive is False
-    started = time.monotonic()
-    with pytest.raises(SystemExit) as exit_:
-        worker.wait_for_and_dispatch_events(timeout=5.0)
-    assert exit_.value.code == 0
-    assert time.monotonic() - started < 1  # woken by the handler, not the poll timeout
-    assert worker.tpool._shutdown is True
+def test_a_server_holding_more_than_its_sibling_stops_accepting_until_they_are_even() -> None:
+    """The dev worker's server accepts by itself and pauses while it holds more keep-alive
+    connections than its least loaded sibling (uvloop cannot pause a server)."""
+    balance = Balance()
+    mine, sibling = balance.assign(), balance.assign()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    config = Config(_hello, loop="uvloop", http="httptools", lifespan="off", log_level="warning")
+    server = BalancedServer(config, balance, mine)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])))
+    thread.start()
+    port = listener.getsockname()[1]
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first = socket.create_connection(("127.0.0.1", port))
+        clients.append(first)
+        first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answered(first, 5)
+        assert balance.counts[mine] == 1  # published: one held, the sibling none
 
-
-def test_sigterm_only_stops_the_loop_for_a_graceful_shutdown() -> None:
-    worker = _worker_at_rest()
-    with worker.tpool._shutdown_lock:
-        assert _returns_within(2, lambda: worker.handle_exit(signal.SIGTERM, None))
-    started = time.monotonic()
-    worker.wait_for_and_dispatch_events(timeout=5.0)  # woken, and no quick exit
-    assert time.monotonic() - started < 1
-    assert worker.alive is False and worker.tpool._shutdown is False
+        second = socket.create_connection(("127.0.0.1", port))  # waits in the backlog
+        clients.append(second)
+        second.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert not _answered(second, 0.3)
+        balance.counts[sibling] = 1  # the sibling took one: even again
+        assert _answered(second, 5)
+        assert balance.counts[mine] == 2
+    finally:
+        for client in clients:
+            client.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+    assert not thread.is_alive()
