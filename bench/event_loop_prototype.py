@@ -1,18 +1,15 @@
-"""A measurement prototype, not product code: single events served from an event loop.
+"""The measurement prototype behind the ingest function's event-loop path (session 7):
+single events served from an event loop, kept to reproduce docs/benchmarks.md's figures.
 
-The question it answers (docs/benchmarks.md, "What bounds the targets"): how much of a
-single event's cost is the thread-per-request HTTP stack (gunicorn gthread, Flask,
+The question it answered (docs/benchmarks.md, "What bounds the targets"): how much of a
+single event's cost was the thread-per-request HTTP stack (gunicorn gthread, Flask,
 functions-framework) rather than ingestion itself. Here `POST /v1/events` is a bare ASGI
 app under uvicorn (httptools parser, uvloop), and each process's concurrent requests go to
-the same group commit as the real endpoint (`core.services.ingest._ingest_group`: keys
-checked in the group's transaction, events parsed, stored, job enqueued, committed) in one
-database thread per process, so a group costs one thread hand-off instead of one per
-request. Nothing else of the endpoint is here (no problem+json, request-id checks,
-metrics, Idempotency-Key, size limits): it bounds what a production version could reach.
+the same group commit as the real endpoint (`core.services.ingest._ingest_group`) in one
+database thread per process. Nothing else of the endpoint is here (no problem+json,
+request ids, metrics): `functions/ingest.py` is the product version of this design, and
+`abaxus dev` now serves it, so the comparison below is the prototype against the product.
 
-It needs two packages the project does not depend on (yet):
-
-    .venv/bin/pip install httptools uvloop
     .venv/bin/python bench/event_loop_prototype.py [--rounds 3] [--singles 9600]
 
 Each round runs the single-event load of bench/ingest.py (32 keep-alive clients: 4
@@ -25,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import subprocess
@@ -215,9 +211,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--singles", type=int, default=9600)
     args = parser.parse_args()
-    missing = [name for name in ("httptools", "uvloop") if importlib.util.find_spec(name) is None]
-    if missing:
-        sys.exit(f"needs {' and '.join(missing)}: .venv/bin/pip install httptools uvloop")
     for _ in range(args.rounds):
         url, secret = _database()
         env = {
@@ -233,7 +226,7 @@ def main() -> None:
         server = start_dev_server(env, PORT)
         try:
             warm_up(PORT, secret, server.pid)
-            _measure("abaxus dev (gunicorn gthread 2 x 16)", server, secret, args.singles)
+            _measure("abaxus dev (2 uvicorn workers)", server, secret, args.singles)
         finally:
             server.terminate()
             server.wait(timeout=30)
