@@ -33,13 +33,22 @@ class _Slot:
     error: BaseException | None = None
 
 
-class GroupCommit:
+class _Grouping:
+    """What both fronts share: the group writer and the most a group may hold."""
+
     def __init__(
         self, ingest: Callable[[Sequence[Any]], list[Any]], *, batch_max: int = 500
     ) -> None:
         self._ingest = ingest
         self._batch_max = batch_max
         self._lock = threading.Lock()
+
+
+class GroupCommit(_Grouping):
+    def __init__(
+        self, ingest: Callable[[Sequence[Any]], list[Any]], *, batch_max: int = 500
+    ) -> None:
+        super().__init__(ingest, batch_max=batch_max)
         self._queue: list[_Slot] = []
         self._leading = False
 
@@ -90,7 +99,7 @@ class GroupCommit:
             slot.done.set()
 
 
-class AsyncGroupCommit:
+class AsyncGroupCommit(_Grouping):
     """The same grouping for requests answered on an event loop (the ingest function is an
     ASGI function): each request awaits a future, and one thread of the process stores a
     group at a time, then the requests that queued meanwhile, until none are left. A group
@@ -103,9 +112,7 @@ class AsyncGroupCommit:
     def __init__(
         self, ingest: Callable[[Sequence[Any]], list[Any]], *, batch_max: int = 500
     ) -> None:
-        self._ingest = ingest
-        self._batch_max = batch_max
-        self._lock = threading.Lock()
+        super().__init__(ingest, batch_max=batch_max)
         self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
         self._thread: ThreadPoolExecutor | None = None
