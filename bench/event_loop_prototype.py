@@ -5,8 +5,8 @@ The question it answered (docs/benchmarks.md, "What bounds the targets"): how mu
 single event's cost was the thread-per-request HTTP stack (gunicorn gthread, Flask,
 functions-framework) rather than ingestion itself. Here `POST /v1/events` is a bare ASGI
 app under uvicorn (httptools parser, uvloop), and each process's concurrent requests go to
-the same group commit as the real endpoint (`core.services.ingest._ingest_group`) in one
-database thread per process. Nothing else of the endpoint is here (no problem+json,
+the same group commit as the real endpoint (`ingest_single_async`: one database thread
+per process). Nothing else of the endpoint is here (no problem+json,
 request ids, metrics): `functions/ingest.py` is the product version of this design, and
 `abaxus dev` now serves it, so the comparison below is the prototype against the product.
 
@@ -21,14 +21,12 @@ run: requests/s, p50/p95/p99 and the server's CPU per request.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,49 +40,6 @@ from bench.common import fresh_database, start_dev_server, wait_until_answers
 from bench.ingest import events, single_load, warm_up
 
 PORT = 18095
-GROUP_MAX = 128
-
-
-class AsyncGroup:
-    """Requests of this process wait on futures; one database thread stores a group at a
-    time, and whatever arrived meanwhile is the next group."""
-
-    def __init__(self) -> None:
-        self.queue: list[tuple[Any, asyncio.Future[Any]]] = []
-        self.running = False
-        self.thread = ThreadPoolExecutor(1)
-        self.task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.queue.append((item, future))
-        if not self.running:
-            self.running = True
-            self.task = loop.create_task(self.drain())
-        return await future
-
-    async def drain(self) -> None:
-        from core.services import ingest
-
-        loop = asyncio.get_running_loop()
-        try:
-            while self.queue:
-                group, self.queue = self.queue[:GROUP_MAX], self.queue[GROUP_MAX:]
-                items = [item for item, _ in group]
-                try:
-                    results = await loop.run_in_executor(self.thread, ingest._ingest_group, items)
-                except Exception as error:  # every waiting request hears about it
-                    for _, future in group:
-                        future.set_exception(error)
-                    continue
-                for (_, future), result in zip(group, results, strict=True):
-                    future.set_result(result)
-        finally:
-            self.running = False
-
-
-_group = AsyncGroup()
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -105,9 +60,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             break
     if scope["path"] == "/v1/events" and scope["method"] == "POST":
         bearer = dict(scope["headers"]).get(b"authorization", b"").decode()[len("Bearer ") :]
-        result = await _group.submit(ingest._Grouped(bearer, json.loads(body)))
-        if isinstance(result, AbaxusError):
-            status, payload = 401, {"code": result.code}
+        try:
+            result = await ingest.ingest_single_async(json.loads(body), api_key=bearer)
+        except AbaxusError as error:
+            status, payload = 401, {"code": error.code}
         else:
             status = 202
             payload = {"status": result.outcome, "idempotency_key": result.idempotency_key}

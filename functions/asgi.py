@@ -49,13 +49,18 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The request's path below the app's mount point (`root_path`)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def environ(scope: Mapping[str, Any], body: bytes) -> dict[str, Any]:
     """The WSGI environ of an ASGI HTTP request (PEP 3333): `root_path` is SCRIPT_NAME
     and the rest of the path PATH_INFO, as latin-1 strings of the path's UTF-8 bytes."""
     script_name = scope.get("root_path", "").encode("utf-8").decode("latin-1")
-    path = scope["path"].encode("utf-8").decode("latin-1")
-    if script_name and path.startswith(script_name):
-        path = path[len(script_name) :]
+    path = route_path(scope).encode("utf-8").decode("latin-1")
     server = scope.get("server") or ("localhost", 80)
     result: dict[str, Any] = {
         "REQUEST_METHOD": scope["method"],
@@ -102,20 +107,26 @@ def call(app: WsgiApp, environ: dict[str, Any]) -> tuple[int, list[tuple[str, st
     return answer["status"], answer["headers"], body
 
 
-async def serve_wsgi(
-    app: WsgiApp, scope: Mapping[str, Any], receive: Receive, send: Send, body: bytes | None = None
-) -> None:
-    """Answer an ASGI HTTP request with a WSGI application run in a request thread."""
-    if body is None:
-        body = await read_body(receive)
+async def run_wsgi(
+    app: WsgiApp, scope: Mapping[str, Any], body: bytes
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A WSGI application's answer to an ASGI HTTP request, run in a request thread:
+    status, ASGI headers, body."""
     loop = asyncio.get_running_loop()
     status, headers, content = await loop.run_in_executor(pool(), call, app, environ(scope, body))
-    await send_answer(send, status, headers, content)
+    return status, raw_headers(headers, content), content
 
 
-async def send_answer(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+def raw_headers(headers: list[tuple[str, str]], body: bytes) -> list[tuple[bytes, bytes]]:
+    """WSGI headers as ASGI's, with a Content-Length."""
     raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
     if not any(name == b"content-length" for name, _ in raw):
         raw.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
+    return raw
+
+
+async def serve_wsgi(app: WsgiApp, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
+    """Answer an ASGI HTTP request with a WSGI application run in a request thread."""
+    status, headers, body = await run_wsgi(app, scope, await read_body(receive))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -75,7 +75,7 @@ class DevServer:
             await self._ingress_app(scope, receive, send)
             return
         if path.startswith(FUNCTIONS_PATH):
-            name, _, _rest = path[len(FUNCTIONS_PATH) :].partition("/")
+            name = path[len(FUNCTIONS_PATH) :].partition("/")[0]
             if name in self.apps:
                 root = scope.get("root_path", "") + FUNCTIONS_PATH + name
                 await self.apps[name]({**scope, "root_path": root}, receive, send)

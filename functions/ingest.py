@@ -3,7 +3,6 @@ services. A key with scope `events:write` can ingest and nothing else."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -194,11 +193,7 @@ async def ingest(request: StarletteRequest) -> StarletteResponse:
         answer = await _single_event(scope, body)
         if answer is not None:
             return answer
-    loop = asyncio.get_running_loop()
-    status, headers, content = await loop.run_in_executor(
-        asgi.pool(), asgi.call, _serve_wsgi, asgi.environ(scope, body)
-    )
-    return _response(status, headers, content)
+    return _response(*await asgi.run_wsgi(_serve_wsgi, scope, body))
 
 
 def _serve_wsgi(environ: dict[str, Any], start_response: Any) -> Any:
@@ -206,15 +201,11 @@ def _serve_wsgi(environ: dict[str, Any], start_response: Any) -> Any:
 
 
 def _is_grouped_single_event(scope: Mapping[str, Any]) -> bool:
-    if scope["method"] != "POST":
-        return False
-    path: str = scope["path"]
-    root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    if path != SINGLE_EVENT_ROUTE:
-        return False
-    return all(name != b"idempotency-key" for name, _ in scope["headers"])
+    return (
+        scope["method"] == "POST"
+        and asgi.route_path(scope) == SINGLE_EVENT_ROUTE
+        and all(name != b"idempotency-key" for name, _ in scope["headers"])
+    )
 
 
 async def _single_event(scope: Mapping[str, Any], body: bytes) -> StarletteResponse | None:
@@ -250,14 +241,13 @@ async def _single_event(scope: Mapping[str, Any], body: bytes) -> StarletteRespo
             return SINGLE_EVENT_ROUTE, APP.problem(error, request_id)
 
     response = APP.answer("POST", scope["path"], request_id, started, dispatch)
-    return _response(response.status_code, response.headers.to_wsgi_list(), response.get_data())
+    body = response.get_data()
+    return _response(
+        response.status_code, asgi.raw_headers(response.headers.to_wsgi_list(), body), body
+    )
 
 
-def _response(status: int, headers: list[tuple[str, str]], body: bytes) -> StarletteResponse:
+def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> StarletteResponse:
     response = StarletteResponse(body, status_code=status)
-    response.raw_headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
-    ]
-    if not any(name == b"content-length" for name, _ in response.raw_headers):
-        response.raw_headers.append((b"content-length", str(len(body)).encode()))
+    response.raw_headers = headers
     return response

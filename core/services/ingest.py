@@ -241,21 +241,20 @@ def ingest_single(raw_event: Any, *, api_key: str | None = None) -> Outcome:
     if api_key is None:
         (outcome,) = ingest([raw_event])
         return outcome
-    result = _single_events.submit(_Grouped(api_key, raw_event))
-    if isinstance(result, AbaxusError):
-        raise result
-    assert isinstance(result, Outcome)
-    return result
+    return _grouped_outcome(_single_events.submit(_Grouped(api_key, raw_event)))
 
 
 async def ingest_single_async(raw_event: Any, *, api_key: str) -> Outcome:
     """`ingest_single` for a request answered on an event loop: the same group commit (keys
     checked with the group, one transaction), written by one thread of the process while
     the requests wait on the loop."""
-    result = await _single_events_async.submit(_Grouped(api_key, raw_event))
+    return _grouped_outcome(await _single_events_async.submit(_Grouped(api_key, raw_event)))
+
+
+def _grouped_outcome(result: Outcome | AbaxusError) -> Outcome:
+    """A grouped event's outcome, or its request's key error (401/403) raised."""
     if isinstance(result, AbaxusError):
         raise result
-    assert isinstance(result, Outcome)
     return result
 
 
