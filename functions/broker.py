@@ -25,6 +25,7 @@ import requests
 from cloudevents.http import from_http
 
 from core.adapters.queue import GiveUp, Job, RetryLater
+from core.domain import delivery
 from core.services import jobs
 from functions.topology import PingSchedule, Subscription, Topology
 
@@ -32,7 +33,6 @@ log = logging.getLogger("abaxus.broker")
 
 QUEUE = "broker"
 DELIVERY_TIMEOUT_DEFAULT = timedelta(seconds=60)
-RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
 IDLE_POLL_SECONDS = 0.5
 DEAD_LETTER_DATA_BYTES_MAX = 1024
 
@@ -49,7 +49,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> str:
         if not body:
             return "delivered"
         return "reply" if is_cloudevent(headers) else "retry"
-    if status >= 500 or status in RETRYABLE_STATUSES:
+    if delivery.retryable(status):
         return "retry"
     return "failed"
 

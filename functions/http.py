@@ -30,7 +30,7 @@ from werkzeug.routing import Map, Rule
 
 from core import auth
 from core.config import settings
-from core.domain import errors
+from core.domain import delivery, errors
 from core.domain.canonical import compiled, json_default
 from core.domain.events import RFC3339
 from core.domain.pagination import parse_limit
@@ -124,23 +124,14 @@ class Request:
     params: dict[str, str]
     caller: Caller | None
     request_id: str
-    # A route with `grouped_auth`, called without an Idempotency-Key, gets no caller: its
-    # bearer secret, unchecked, for the handler's group commit to check with the group.
-    bearer: str | None = None
-    on_malformed: Callable[[], Any] | None = field(default=None, repr=False)
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
 
     def json(self) -> Any:
         if not self._parsed:
-            try:
-                if not self.body.strip():
-                    raise errors.MalformedRequest("a JSON body is required", code="malformed_json")
-                self._json, self._parsed = parse_json(self.body), True
-            except errors.MalformedRequest:
-                if self.on_malformed is not None:
-                    self.on_malformed()  # its 401/403 comes before the body's 400
-                raise
+            if not self.body.strip():
+                raise errors.MalformedRequest("a JSON body is required", code="malformed_json")
+            self._json, self._parsed = parse_json(self.body), True
         return self._json
 
     def query(self, name: str) -> str | None:
@@ -211,9 +202,6 @@ class Route:
     body: type[BaseModel] | dict[str, Any] | None = None
     status: int = 200
     implemented: bool = True
-    # Without an Idempotency-Key the handler authenticates (Request.bearer): used where
-    # concurrent requests are written in one transaction that checks their keys at once.
-    grouped_auth: bool = False
 
 
 DEAD_LETTER_PATH = "/dead-letters"
@@ -240,7 +228,6 @@ class FunctionApp:
         body: type[BaseModel] | dict[str, Any] | None = None,
         status: int = 200,
         implemented: bool = True,
-        grouped_auth: bool = False,
     ) -> Callable[[RouteHandler], RouteHandler]:
         """Declare a route. The default scope is `read` for GET and `admin` otherwise;
         `body` and `status` describe it in the OpenAPI document."""
@@ -252,7 +239,7 @@ class FunctionApp:
                     needed = auth.SCOPE_READ if method == "GET" else auth.SCOPE_ADMIN
                 endpoint = f"{method} {rule}"
                 self.routes[endpoint] = Route(
-                    rule, (method,), handler, needed, body, status, implemented, grouped_auth
+                    rule, (method,), handler, needed, body, status, implemented
                 )
                 self._map.add(Rule(rule, methods=[method], endpoint=endpoint))
             return handler
@@ -372,14 +359,7 @@ class FunctionApp:
             response.headers["Allow"] = allowed
             return "unmatched", response
         route = self.routes[endpoint]
-        grouped = (
-            route.grouped_auth
-            and route.scope is not None
-            and request.headers.get("Idempotency-Key") is None
-        )
         try:
-            if grouped:  # no request transaction: the handler's group commit is the one
-                return route.rule, self._serve_grouped(route, request, dict(params), request_id)
             with requests.request_transaction():
                 return route.rule, self._serve(route, request, dict(params), request_id)
         except errors.AbaxusError as error:
@@ -419,25 +399,6 @@ class FunctionApp:
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return response
-
-    def _serve_grouped(
-        self, route: Route, request: flask.Request, params: dict[str, str], request_id: str
-    ) -> flask.Response:
-        """A `grouped_auth` route without an Idempotency-Key: the handler's group commit
-        checks the key with its group. An unknown key with an unreadable body still hears
-        401 first: reading or parsing the body fails only after authenticating."""
-        bearer = _bearer_secret(request)
-
-        def authenticate_first() -> None:
-            self._authenticate(request, route.scope, request_id)
-
-        try:
-            body = _read_body(request)
-        except errors.AbaxusError:
-            authenticate_first()
-            raise
-        context = Request(request, body, params, None, request_id, bearer, authenticate_first)
-        return render(route.handler(context))
 
     def _authenticate(
         self, request: flask.Request, scope: str | None, request_id: str
@@ -517,13 +478,13 @@ class FunctionApp:
         except errors.AbaxusError as error:
             status = status_of(error)
             if status < 500:
-                # Never retryable: answer 422 (404/409 would make Knative retry it).
+                # Never retried: 422 (404/409 would make Knative retry it; core/domain/delivery).
                 cloudevents_received.labels(self.name, type_, "rejected").inc()
                 log.warning(
                     "CloudEvent rejected",
                     extra={"ce_id": received.id, "ce_type": type_, "code": error.code},
                 )
-                return self._problem(error, request_id, status=422)
+                return self._problem(error, request_id, status=delivery.NEVER_RETRIED_STATUS)
             cloudevents_received.labels(self.name, type_, "failed").inc()
             return self._problem(error, request_id)
         cloudevents_received.labels(self.name, type_, "handled" if first else "duplicate").inc()

@@ -43,15 +43,14 @@ APP = FunctionApp("ingest")
     scope=auth.SCOPE_EVENTS_WRITE,
     body=EVENT_SCHEMA,
     status=202,
-    grouped_auth=True,
 )
 def post_event(request: Request) -> Reply:
-    """Without an Idempotency-Key header, concurrent single events of this process are
-    written in one transaction that also checks their keys (group commit); with one, the
-    event commits with the header's idempotency record, in the request's transaction."""
-    # Without the header the event loop answers (`ingest` below); it hands a request here
-    # only when its body or key cannot be read, so that error comes out as this route's.
-    return single_event_reply(ingestion.ingest_single(request.json(), api_key=request.bearer))
+    """With an Idempotency-Key header, the event commits with the header's idempotency
+    record, in the request's transaction. Without one, the event loop answers (`ingest`
+    below: concurrent single events are grouped into one transaction); it hands a request
+    here only when its body or key cannot be read, and this route then answers that error
+    (401 before a malformed body) without writing anything."""
+    return single_event_reply(ingestion.ingest_single(request.json()))
 
 
 def single_event_reply(outcome: ingestion.Outcome) -> Reply:

@@ -11,8 +11,10 @@ from core.adapters.queue import JobHandler
 from core.config import settings
 from core.domain import errors, event_types
 from core.domain.invoices import BulkRun, MarkPaid, NewAdjustment, NewInvoice, VoidInvoice
+from core.domain.invoices.status import STATUSES, InvoiceStatus
 from core.services import charging, invoice_documents, invoicing, jobs
 from core.services.cloudevents import ReceivedEvent
+from core.services.invoicing import adjustments, cycles, lifecycle, views
 from core.services.requests import after_commit as requests_after_commit
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
@@ -20,10 +22,8 @@ APP = FunctionApp("invoice")
 QUEUE = "invoice"
 JOB_HANDLERS: dict[str, JobHandler] = {
     invoicing.EMAIL_JOB: invoice_documents.send_email,
-    invoicing.LATE_USAGE_JOB: invoicing.late_usage_job,
+    invoicing.LATE_USAGE_JOB: adjustments.late_usage_job,
 }
-
-STATUSES = ("draft", "issued", "paid", "payment_failed", "void")
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def bulk_run(request: Request) -> Reply:
     """Invoice every subscription whose period ends at period_end, through the CloudEvents
     pipeline; answers at once with the run (follow it at /v1/invoices/runs/{id})."""
     body = validate(BulkRun, request.json())
-    run = invoicing.start_run(
+    run = cycles.start_run(
         request.require_caller(), body.period_end, issue_them=body.issue, charge_them=body.charge
     )
     return Reply(run, status=202)
@@ -41,7 +41,7 @@ def bulk_run(request: Request) -> Reply:
 
 @APP.route("/v1/invoices/runs/<run_id>")
 def run_status(request: Request) -> Reply:
-    return Reply(invoicing.run_status(request.params["run_id"]))
+    return Reply(cycles.run_status(request.params["run_id"]))
 
 
 @APP.route("/v1/invoices/<invoice_id>/charge", ["POST"], status=202)
@@ -65,14 +65,16 @@ def _run_due_attempts() -> None:
 def mark_paid(request: Request) -> Reply:
     body = validate(MarkPaid, request.json())
     charging.mark_paid(request.require_caller(), request.params["invoice_id"], body.reference)
-    return Reply(invoicing.get_invoice(request.params["invoice_id"]))
+    return Reply(views.get_invoice(request.params["invoice_id"]))
 
 
 @APP.route("/v1/invoices", ["POST"], body=NewInvoice, status=201)
 def create_invoice(request: Request) -> Reply:
-    """The period's draft: 201 when created, 200 with the existing invoice otherwise."""
+    """The period's draft: 201 when created, 200 with the period's live invoice otherwise.
+    When the period's invoices are all void, the new draft is their replacement
+    (`replaces`)."""
     body = validate(NewInvoice, request.json())
-    invoice, created = invoicing.create_draft(
+    invoice, created = lifecycle.create_draft(
         request.require_caller(), body.subscription_id, body.period_start, body.period_end
     )
     return Reply(invoice, status=201 if created else 200)
@@ -81,7 +83,7 @@ def create_invoice(request: Request) -> Reply:
 @APP.route("/v1/invoices")
 def list_invoices(request: Request) -> Reply:
     return list_reply(
-        *invoicing.list_invoices(
+        *views.list_invoices(
             customer_id=request.query("customer_id"),
             status=request.one_of("status", STATUSES),
             cursor=request.query("cursor"),
@@ -92,7 +94,7 @@ def list_invoices(request: Request) -> Reply:
 
 @APP.route("/v1/invoices/<invoice_id>")
 def get_invoice(request: Request) -> Reply:
-    return Reply(invoicing.get_invoice(request.params["invoice_id"]))
+    return Reply(views.get_invoice(request.params["invoice_id"]))
 
 
 @APP.route("/v1/invoices/<invoice_id>.html")
@@ -105,9 +107,16 @@ def invoice_html(request: Request) -> Reply:
 def issue_invoice(request: Request) -> Reply:
     """Number the invoice and make it final; with SMTP configured, its email job runs
     right after the commit (and on every billing tick until it succeeds)."""
-    issued = invoicing.issue(request.require_caller(), request.params["invoice_id"])
+    issued = lifecycle.issue(request.require_caller(), request.params["invoice_id"])
     email_after_commit(issued["id"])
     return Reply(issued)
+
+
+@APP.route("/v1/invoices/<invoice_id>/refresh", ["POST"])
+def refresh_invoice(request: Request) -> Reply:
+    """Re-price a draft from the current exact usage and pending adjustments (without a
+    scan when nothing it was priced from changed); 409 for an invoice that is not a draft."""
+    return Reply(lifecycle.refresh(request.require_caller(), request.params["invoice_id"]))
 
 
 def email_after_commit(invoice_id: str) -> None:
@@ -132,25 +141,25 @@ def email_after_commit(invoice_id: str) -> None:
 def void_invoice(request: Request) -> Reply:
     body = validate(VoidInvoice, request.json())
     return Reply(
-        invoicing.void(request.require_caller(), request.params["invoice_id"], body.reason)
+        lifecycle.void(request.require_caller(), request.params["invoice_id"], body.reason)
     )
 
 
 @APP.route("/v1/invoices/<invoice_id>/explain")
 def explain_invoice(request: Request) -> Reply:
-    return Reply(invoicing.explain(request.params["invoice_id"]))
+    return Reply(views.explain(request.params["invoice_id"]))
 
 
 @APP.route("/v1/adjustments", ["POST"], body=NewAdjustment, status=201)
 def create_adjustment(request: Request) -> Reply:
     body = validate(NewAdjustment, request.json())
-    return Reply(invoicing.record_adjustment(request.require_caller(), body), status=201)
+    return Reply(adjustments.record_adjustment(request.require_caller(), body), status=201)
 
 
 @APP.route("/v1/adjustments")
 def list_adjustments(request: Request) -> Reply:
     return list_reply(
-        *invoicing.list_adjustments(
+        *views.list_adjustments(
             customer_id=request.required("customer_id"),
             cursor=request.query("cursor"),
             limit=request.limit(),
@@ -170,10 +179,10 @@ def on_calculation_completed(event: ReceivedEvent) -> None:
             code="invalid_calculation_event",
         )
     try:
-        invoice = invoicing.on_calculation_completed(data)
+        invoice = cycles.on_calculation_completed(data)
     except (errors.NotFound, errors.ValidationFailed, errors.Conflict) as error:
         raise errors.UnprocessableEvent(error.detail, code=error.code) from error
-    if invoice["status"] == "issued":
+    if invoice["status"] == InvoiceStatus.ISSUED:
         email_after_commit(invoice["id"])
     log.info(
         "invoice from calculation", extra={"invoice_id": invoice["id"], "status": invoice["status"]}
@@ -188,16 +197,25 @@ def on_payment_event(event: ReceivedEvent) -> None:
     log.info("payment outcome", extra={"ce_type": event.type, "invoice_id": data.get("invoice_id")})
 
 
-@APP.on_event(event_types.BILLING_TICK, event_types.KNATIVE_PING)
+@APP.on_event(event_types.BILLING_TICK, event_types.KNATIVE_PING, dedupe=False)
 def on_tick(event: ReceivedEvent) -> None:
     """The billing cycle: request an invoice for every period that ended more than the
-    grace ago and has none; then drain due invoicing work."""
-    requested = invoicing.request_due_invoices()
+    grace ago and has none, re-price drafts whose inputs changed, bill adjustments no
+    subscription invoice will carry; then drain due invoicing work. Idempotent, so every
+    delivery runs; each step commits on its own (a tick never holds locks for long)."""
+    requested = cycles.request_due_invoices()
+    refreshed = cycles.refresh_drafts()
+    standalone = cycles.invoice_stranded_adjustments()
+    for invoice in standalone:
+        if invoice["status"] == InvoiceStatus.ISSUED:
+            email_after_commit(invoice["id"])
     result = jobs.drain(QUEUE, JOB_HANDLERS)
     log.info(
         "billing tick",
         extra={
             "invoices_requested": requested,
+            "drafts_refreshed": refreshed,
+            "adjustments_invoices": len(standalone),
             "claimed": result.claimed,
             "done": result.done,
             "dead": result.dead,

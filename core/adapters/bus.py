@@ -24,14 +24,13 @@ from tenacity import (
     wait_exponential,
 )
 
+from core.domain import delivery
 from core.observability import cloudevents_emitted
 
 log = logging.getLogger(__name__)
 
 EMIT_ATTEMPTS_MAX = 4
 EMIT_TIMEOUT_SECONDS = 10.0
-# Knative retries these too (knative/specs data-plane.md); every other 4xx is final.
-RETRYABLE_CLIENT_STATUSES = frozenset({404, 408, 409, 429})
 
 
 class _RetryableStatus(Exception):
@@ -133,7 +132,7 @@ class Bus:
         status = response.status_code
         if 200 <= status < 300:
             return
-        if status >= 500 or status in RETRYABLE_CLIENT_STATUSES:
+        if delivery.retryable(status):
             raise _RetryableStatus(status)
         raise _FinalStatus(status)
 

@@ -15,7 +15,8 @@ from core.adapters import queue
 from core.adapters.postgres import rollups
 from core.adapters.postgres.database import get_database
 from core.observability import events_folded, fold_duration
-from core.services import invoicing, jobs
+from core.services import jobs
+from core.services.invoicing import adjustments
 from core.services.usage import AGGREGATE_QUEUE, FOLD_JOB, REFOLD_JOB, meter_versions
 
 __all__ = ["AGGREGATE_QUEUE", "FOLD_JOB", "REFOLD_JOB", "drain", "request_refold"]
@@ -35,7 +36,7 @@ def fold_jobs(claimed: Sequence[queue.Job]) -> None:
         for key in keys:
             rollups.fold_jobs(connection, key, meter_versions(connection, key), job_ids)
         # Events in periods already invoiced become adjustments, in this same commit.
-        invoicing.record_late_usage(connection, job_ids)
+        adjustments.record_late_usage(connection, job_ids)
     events_folded.inc(sum(int(job.payload.get("events", 0)) for job in claimed))
     fold_duration.observe(time.perf_counter() - started)
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection
 
 from core.adapters import queue
 from core.adapters.payments import ChargeRequest, ChargeResult, PaymentProvider, TemporaryFailure
@@ -28,12 +27,13 @@ from core.adapters.postgres import customers as customer_rows
 from core.adapters.postgres import invoices as invoice_rows
 from core.adapters.postgres import payments as payment_rows
 from core.adapters.postgres.database import get_database
-from core.adapters.postgres.rows import as_dict
-from core.adapters.postgres.tables import payments
 from core.config import settings
-from core.domain import event_types
+from core.domain import event_types, payments
 from core.domain.canonical import decimal_text
 from core.domain.errors import Conflict, NotFound
+from core.domain.invoices import status
+from core.domain.invoices.status import InvoiceStatus
+from core.domain.payments import PaymentStatus
 from core.services import audit, notify
 from core.services.caller import SYSTEM, Caller
 from core.services.listing import paginate
@@ -53,20 +53,8 @@ def provider_for(name: str) -> PaymentProvider:
     return ManualProvider()
 
 
-def _attempts(connection: Any, invoice_id: str) -> int:
-    return int(
-        connection.execute(
-            select(func.count()).select_from(payments).where(payments.c.invoice_id == invoice_id)
-        ).scalar_one()
-    )
-
-
-def _attempt_key(invoice_id: str, attempt: int) -> str:
-    return f"charge-{invoice_id}-{attempt}"
-
-
 def _enqueue_attempt(
-    connection: Any, invoice_id: str, attempt: int, run_after: datetime | None = None
+    connection: Connection, invoice_id: str, attempt: int, run_after: datetime | None = None
 ) -> bool:
     return (
         queue.enqueue(
@@ -74,11 +62,22 @@ def _enqueue_attempt(
             CHARGE_QUEUE,
             ATTEMPT_JOB,
             {"invoice_id": invoice_id, "attempt": attempt},
-            dedupe_key=_attempt_key(invoice_id, attempt),
+            dedupe_key=payments.attempt_job_key(invoice_id, attempt),
             run_after=run_after,
         )
         is not None
     )
+
+
+def _chargeable(invoice: dict[str, Any] | None, invoice_id: str) -> dict[str, Any]:
+    if invoice is None:
+        raise NotFound(f"no invoice {invoice_id!r}")
+    if not status.chargeable(invoice["status"]):
+        raise Conflict(
+            f"invoice {invoice_id} is {invoice['status']}: only issued invoices are charged",
+            code=f"invoice_{invoice['status']}",
+        )
+    return invoice
 
 
 def request_charge(caller: Caller, invoice_id: str) -> dict[str, Any]:
@@ -86,18 +85,11 @@ def request_charge(caller: Caller, invoice_id: str) -> dict[str, Any]:
     attempt already queued is not queued again (one that dunning scheduled for later is
     made due now)."""
     with get_database().transaction() as connection:
-        invoice = invoice_rows.get(connection, invoice_id, lock=True)
-        if invoice is None:
-            raise NotFound(f"no invoice {invoice_id!r}")
-        if invoice["status"] not in {"issued", "payment_failed"}:
-            raise Conflict(
-                f"invoice {invoice_id} is {invoice['status']}: only issued invoices are charged",
-                code=f"invoice_{invoice['status']}",
-            )
-        attempt = _attempts(connection, invoice_id) + 1
+        _chargeable(invoice_rows.get(connection, invoice_id, lock=True), invoice_id)
+        attempt = payment_rows.attempts(connection, invoice_id) + 1
         # An attempt already scheduled by dunning runs now instead: the operator asked.
         queued = _enqueue_attempt(connection, invoice_id, attempt) or queue.bring_forward(
-            connection, CHARGE_QUEUE, _attempt_key(invoice_id, attempt)
+            connection, CHARGE_QUEUE, payments.attempt_job_key(invoice_id, attempt)
         )
         if queued:
             audit.record(
@@ -111,21 +103,6 @@ def request_charge(caller: Caller, invoice_id: str) -> dict[str, Any]:
         return {"invoice_id": invoice_id, "attempt": attempt, "queued": queued}
 
 
-def _record_pending(values: dict[str, Any]) -> dict[str, Any]:
-    """Commit the attempt's payment row (and its key) before calling out, on a connection
-    of its own; an existing row (a retry after a crash) is returned as it is."""
-    with get_database().maintenance_engine.begin() as connection:
-        connection.execute(
-            insert(payments)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        )
-        row = connection.execute(
-            select(payments).where(payments.c.idempotency_key == values["idempotency_key"])
-        ).one()
-        return as_dict(row)
-
-
 def run_attempt(job: queue.Job) -> None:
     invoice_id, attempt = str(job.payload["invoice_id"]), int(job.payload["attempt"])
     with get_database().transaction() as connection:
@@ -134,7 +111,7 @@ def run_attempt(job: queue.Job) -> None:
         invoice = invoice_rows.get(connection, invoice_id)
         if invoice is None:
             raise queue.GiveUp(f"no invoice {invoice_id}")
-        if invoice["status"] not in {"issued", "payment_failed"}:
+        if not status.chargeable(invoice["status"]):
             log.info(
                 "nothing to charge", extra={"invoice_id": invoice_id, "status": invoice["status"]}
             )
@@ -142,8 +119,8 @@ def run_attempt(job: queue.Job) -> None:
         customer = customer_rows.get(connection, invoice["customer_id"])
         assert customer is not None
         provider = provider_for(customer["billing_provider"])
-        key = f"abaxus-{invoice_id}-attempt-{attempt}"
-        payment = _record_pending(
+        key = payments.provider_key(invoice_id, attempt)
+        payment = payment_rows.record_pending(
             {
                 "id": f"pay_{secrets.token_hex(12)}",
                 "invoice_id": invoice_id,
@@ -154,7 +131,7 @@ def run_attempt(job: queue.Job) -> None:
                 "currency": invoice["currency"],
             }
         )
-        if payment["status"] != "pending":  # settled by an earlier run or a webhook
+        if payment["status"] != PaymentStatus.PENDING:  # settled by an earlier run or a webhook
             return
         if invoice["total"] == 0:
             result = ChargeResult("succeeded", None)
@@ -176,23 +153,22 @@ def run_attempt(job: queue.Job) -> None:
         settle(connection, payment, result)
 
 
-def settle(connection: Any, payment: dict[str, Any], result: ChargeResult) -> None:
+def settle(connection: Connection, payment: dict[str, Any], result: ChargeResult) -> None:
     """Record a provider's answer on the payment and the invoice, and announce it."""
     now = datetime.now(UTC)
-    connection.execute(
-        update(payments)
-        .where(payments.c.id == payment["id"])
-        .values(
-            status=result.status,
-            provider_id=result.provider_id or payment.get("provider_id"),
-            error=result.error,
-            updated_at=now,
-        )
+    payment_rows.settle(
+        connection,
+        payment["id"],
+        status=result.status,
+        provider_id=result.provider_id or payment.get("provider_id"),
+        error=result.error,
+        at=now,
     )
     invoice_id = payment["invoice_id"]
     invoice = invoice_rows.get(connection, invoice_id, lock=True)
     assert invoice is not None
-    if result.status == "awaiting" or invoice["status"] not in {"issued", "payment_failed"}:
+    after = payments.invoice_status_after(result.status)
+    if after is None or not status.chargeable(invoice["status"]):
         return
     data = {
         "invoice_id": invoice_id,
@@ -201,25 +177,20 @@ def settle(connection: Any, payment: dict[str, Any], result: ChargeResult) -> No
         "amount": decimal_text(Decimal(payment["amount"])),  # JSON data: exact text
         "currency": payment["currency"],
     }
-    if result.status == "succeeded":
-        invoice_rows.change(connection, invoice_id, {"status": "paid", "paid_at": now})
+    if after is InvoiceStatus.PAID:
+        invoice_rows.change(connection, invoice_id, {"status": after.value, "paid_at": now})
         notify.emit_after_commit(
             event_types.PAYMENT_SUCCEEDED, data, event_id=f"payment-succeeded-{payment['id']}"
         )
         return
-    invoice_rows.change(connection, invoice_id, {"status": "payment_failed"})
-    schedule = settings().dunning_days
-    final = payment["attempt"] > len(schedule)
-    if not final:
-        _enqueue_attempt(
-            connection,
-            invoice_id,
-            payment["attempt"] + 1,
-            now + timedelta(days=schedule[payment["attempt"] - 1]),
-        )
+    if invoice["status"] != after:
+        invoice_rows.change(connection, invoice_id, {"status": after.value})
+    next_at = payments.next_attempt_at(payment["attempt"], settings().dunning_days, now)
+    if next_at is not None:
+        _enqueue_attempt(connection, invoice_id, payment["attempt"] + 1, next_at)
     notify.emit_after_commit(
         event_types.PAYMENT_FAILED,
-        {**data, "error": result.error, "final": final},
+        {**data, "error": result.error, "final": next_at is None},
         event_id=f"payment-failed-{payment['id']}",
     )
 
@@ -228,43 +199,27 @@ def mark_paid(caller: Caller, invoice_id: str, reference: str) -> dict[str, Any]
     """Manual payments: the operator records that the invoice was paid."""
     with get_database().transaction() as connection:
         invoice = invoice_rows.get(connection, invoice_id, lock=True)
-        if invoice is None:
-            raise NotFound(f"no invoice {invoice_id!r}")
-        if invoice["status"] == "paid":
+        if invoice is not None and invoice["status"] == InvoiceStatus.PAID:
             return invoice
-        if invoice["status"] not in {"issued", "payment_failed"}:
-            raise Conflict(
-                f"invoice {invoice_id} is {invoice['status']}", code=f"invoice_{invoice['status']}"
+        invoice = _chargeable(invoice, invoice_id)
+        payment = payment_rows.open_attempt(connection, invoice_id)
+        if payment is None:
+            attempt = payment_rows.attempts(connection, invoice_id) + 1
+            payment = payment_rows.insert_attempt(
+                connection,
+                {
+                    "id": f"pay_{secrets.token_hex(12)}",
+                    "invoice_id": invoice_id,
+                    "attempt": attempt,
+                    "provider": "manual",
+                    "idempotency_key": payments.manual_key(invoice_id, attempt),
+                    "amount": invoice["total"],
+                    "currency": invoice["currency"],
+                    "status": PaymentStatus.PENDING.value,
+                    "reference": reference,
+                },
             )
-        attempt = _attempts(connection, invoice_id) + 1
-        awaiting = connection.execute(
-            select(payments).where(
-                payments.c.invoice_id == invoice_id, payments.c.status.in_(["awaiting", "pending"])
-            )
-        ).first()
-        if awaiting is None:
-            connection.execute(
-                insert(payments).values(
-                    id=f"pay_{secrets.token_hex(12)}",
-                    invoice_id=invoice_id,
-                    attempt=attempt,
-                    provider="manual",
-                    idempotency_key=f"abaxus-{invoice_id}-manual-{attempt}",
-                    amount=invoice["total"],
-                    currency=invoice["currency"],
-                    status="pending",
-                    reference=reference,
-                )
-            )
-            awaiting = connection.execute(
-                select(payments).where(
-                    payments.c.invoice_id == invoice_id, payments.c.attempt == attempt
-                )
-            ).one()
-        payment = as_dict(awaiting)
-        connection.execute(
-            update(payments).where(payments.c.id == payment["id"]).values(reference=reference)
-        )
+        payment_rows.set_reference(connection, payment["id"], reference)
         settle(connection, payment, ChargeResult("succeeded", None))
         changed = invoice_rows.change(connection, invoice_id, {"payment_reference": reference})
         audit.record(
@@ -285,13 +240,10 @@ def stripe_event(event: Any) -> str:
         return "ignored"
     intent = event["data"]["object"]
     with get_database().transaction() as connection:
-        row = connection.execute(
-            select(payments).where(payments.c.provider_id == intent["id"])
-        ).first()
-        if row is None:
+        payment = payment_rows.by_provider_id(connection, intent["id"])
+        if payment is None:
             return "unknown_payment"
-        payment = as_dict(row)
-        if payment["status"] in {"succeeded", "failed"}:
+        if not payments.open_(payment["status"]):
             return "already_settled"
         if kind == "payment_intent.succeeded":
             settle(connection, payment, ChargeResult("succeeded", intent["id"]))
@@ -309,7 +261,7 @@ def stripe_event(event: Any) -> str:
     return "settled"
 
 
-PAYMENT_STATUSES = payment_rows.STATUSES
+PAYMENT_STATUSES = payments.STATUSES
 PAYMENT_FIELDS = (
     "id",
     "invoice_id",

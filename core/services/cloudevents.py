@@ -34,11 +34,13 @@ def handle_once(
     """Run `handler` in one transaction with the inbox record; False for a redelivery
     (the handler does not run again, and the delivery is acknowledged). `dedupe=False`
     is for handlers idempotent by construction that must answer every delivery (they
-    re-announce their stored result): no inbox record, the handler always runs."""
+    re-announce their stored result): no inbox record, the handler always runs, and the
+    services it calls own their transactions (a billing step commits before the next one
+    starts: a draft is committed before it is issued)."""
+    if not dedupe:
+        handler(event)
+        return True
     with get_database().transaction() as connection:
-        if not dedupe:
-            handler(event)
-            return True
         if not inbox.record_first(connection, function, event.source, event.id, event.type):
             return False
         handler(event)

@@ -1,10 +1,10 @@
 """Group commit for single events: concurrent `POST /v1/events` requests in one process
 are written in one transaction, so PostgreSQL's per-transaction cost is shared.
 
-The first request to arrive leads: it takes every event queued so far, ingests them in one
-transaction of its own (outside its request's transaction), hands each waiting request
-its outcome, and passes the lead to the oldest request that queued meanwhile. Every
-request is answered only after the commit that holds its event, exactly as without
+The requests wait on an event loop (the ingest function is an ASGI function); one writer
+thread of the process takes every event queued so far, ingests them in one transaction of
+its own, hands each waiting request its outcome, and goes on with what queued meanwhile.
+Every request is answered only after the commit that holds its event, exactly as without
 grouping; concurrent requests with one idempotency key get one `accepted` and the rest
 `duplicate`, as in a batch.
 """
@@ -18,88 +18,12 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 WAIT_SECONDS_MAX = 60.0
 
 
-@dataclass
-class _Slot:
-    raw: Any
-    done: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False
-    outcome: Any = None
-    error: BaseException | None = None
-
-
-class _Grouping:
-    """What both fronts share: the group writer and the most a group may hold."""
-
-    def __init__(
-        self, ingest: Callable[[Sequence[Any]], list[Any]], *, batch_max: int = 500
-    ) -> None:
-        self._ingest = ingest
-        self._batch_max = batch_max
-        self._lock = threading.Lock()
-
-
-class GroupCommit(_Grouping):
-    def __init__(
-        self, ingest: Callable[[Sequence[Any]], list[Any]], *, batch_max: int = 500
-    ) -> None:
-        super().__init__(ingest, batch_max=batch_max)
-        self._queue: list[_Slot] = []
-        self._leading = False
-
-    def submit(self, raw: Any) -> Any:
-        slot = _Slot(raw)
-        with self._lock:
-            self._queue.append(slot)
-            if not self._leading:
-                self._leading = slot.lead = True
-        if not slot.lead:
-            if not slot.done.wait(WAIT_SECONDS_MAX):
-                raise TimeoutError("group commit did not answer in time")
-            if not slot.lead:
-                return self._result(slot)
-        self._lead()
-        return self._result(slot)
-
-    @staticmethod
-    def _result(slot: _Slot) -> Any:
-        if slot.error is not None:
-            raise slot.error
-        return slot.outcome
-
-    def _lead(self) -> None:
-        with self._lock:
-            batch, self._queue = self._queue[: self._batch_max], self._queue[self._batch_max :]
-        try:
-            # A fresh context: the group's transaction is its own, not the leader's request's.
-            outcomes = contextvars.Context().run(self._ingest, [s.raw for s in batch])
-        except BaseException as error:  # every waiting request must hear about it
-            for slot in batch:
-                slot.error = error
-        else:
-            for slot, outcome in zip(batch, outcomes, strict=True):
-                slot.outcome = outcome
-        with self._lock:
-            successor = self._queue[0] if self._queue else None
-            if successor is None:
-                self._leading = False
-            else:
-                successor.lead = True
-        if successor is not None:
-            # Woken first, with lead=True: the next group's transaction starts while this
-            # group's requests render their answers (in 7 paired runs: 5 faster, median
-            # 1,538 -> 1,605 requests/s, p95 29.1 -> 28.0 ms; within the machine's noise).
-            successor.done.set()
-        for slot in batch:
-            slot.done.set()
-
-
-class AsyncGroupCommit(_Grouping):
+class AsyncGroupCommit:
     """The same grouping for requests answered on an event loop (the ingest function is an
     ASGI function): each request awaits a future, and one thread of the process stores a
     group at a time, then the requests that queued meanwhile, until none are left. A group
@@ -112,7 +36,9 @@ class AsyncGroupCommit(_Grouping):
     def __init__(
         self, ingest: Callable[[Sequence[Any]], list[Any]], *, batch_max: int = 500
     ) -> None:
-        super().__init__(ingest, batch_max=batch_max)
+        self._ingest = ingest
+        self._batch_max = batch_max
+        self._lock = threading.Lock()
         self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
         self._thread: ThreadPoolExecutor | None = None

@@ -29,7 +29,7 @@ from core.domain.pagination import decode_cursor, encode_cursor
 from core.observability import events_ingested, ingest_batch_size, ingest_duration
 from core.services import api_keys, notify
 from core.services.aggregation import AGGREGATE_QUEUE, FOLD_JOB
-from core.services.group_commit import AsyncGroupCommit, GroupCommit
+from core.services.group_commit import AsyncGroupCommit
 
 # One job per transaction hands its new events to aggregation; its payload counts them.
 FOLD_HANDOFF = queue.CountedJob(AGGREGATE_QUEUE, FOLD_JOB, count_key="events")
@@ -228,32 +228,23 @@ def _ingest_group(items: Sequence[_Grouped]) -> list[Outcome | AbaxusError]:
     return [refused[item.api_key] if item.api_key in refused else next(outcomes) for item in items]
 
 
-_single_events = GroupCommit(_ingest_group)
-_single_events_async = AsyncGroupCommit(_ingest_group)
+_single_events = AsyncGroupCommit(_ingest_group)
 
 
-def ingest_single(raw_event: Any, *, api_key: str | None = None) -> Outcome:
-    """One event. With `api_key` (the request's bearer secret, not yet checked), it is
-    grouped with concurrent single events of this process into one transaction that also
-    checks their keys (401/403 raised here); without, it is written in the caller's
-    transaction by an already authenticated request — needed when something else, like
-    an Idempotency-Key record, must commit atomically with it."""
-    if api_key is None:
-        (outcome,) = ingest([raw_event])
-        return outcome
-    return _grouped_outcome(_single_events.submit(_Grouped(api_key, raw_event)))
+def ingest_single(raw_event: Any) -> Outcome:
+    """One event of an already authenticated request, written in the caller's transaction
+    (an Idempotency-Key record, for one, must commit atomically with it)."""
+    (outcome,) = ingest([raw_event])
+    return outcome
 
 
 async def ingest_single_async(raw_event: Any, *, api_key: str) -> Outcome:
-    """`ingest_single` for a request answered on an event loop: the same group commit (keys
-    checked with the group, one transaction), written by one thread of the process while
-    the requests wait on the loop."""
-    return _grouped_outcome(await _single_events_async.submit(_Grouped(api_key, raw_event)))
-
-
-def _grouped_outcome(result: Outcome | AbaxusError) -> Outcome:
-    """A grouped event's outcome, or its request's key error (401/403) raised."""
-    if isinstance(result, AbaxusError):
+    """One event of a request answered on an event loop, grouped with the process's
+    concurrent single events into one transaction that also checks their keys (the
+    request's bearer secret, not yet checked: 401/403 raised here), written by one thread
+    of the process while the requests wait on the loop."""
+    result = await _single_events.submit(_Grouped(api_key, raw_event))
+    if isinstance(result, AbaxusError):  # the request's key was refused
         raise result
     return result
 

@@ -21,6 +21,7 @@ from core.adapters.postgres.tables import invoice_emails
 from core.config import settings
 from core.domain.canonical import canonical_json
 from core.services import invoicing
+from core.services.invoicing import views as invoice_views
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 EMAIL_JOB = invoicing.EMAIL_JOB
@@ -46,7 +47,7 @@ def _row_text(row: dict[str, Any]) -> str:
 
 
 def _context(invoice_id: str) -> dict[str, Any]:
-    invoice: dict[str, Any] = json.loads(canonical_json(invoicing.get_invoice(invoice_id)))
+    invoice: dict[str, Any] = json.loads(canonical_json(invoice_views.get_invoice(invoice_id)))
     with get_database().transaction() as connection:
         customer = customer_rows.get(connection, invoice["customer_id"])
     assert customer is not None

@@ -23,6 +23,7 @@ from core.adapters.postgres import usage as usage_rows
 from core.adapters.postgres.database import get_database
 from core.domain.canonical import canonical_json
 from core.domain.errors import FieldError, NotFound, ValidationFailed
+from core.domain.invoices.freshness import fingerprint
 from core.domain.meters import MeterVersion, usage_checksum
 from core.domain.pagination import decode_cursor, encode_cursor
 from core.domain.periods import Interval, Period
@@ -217,8 +218,8 @@ def compute(connection: Connection, context: Context) -> dict[str, Any]:
 
 
 def context_for(connection: Connection, subscription_id: str, period: Period) -> Context:
-    """What a calculation of this subscription's period reads (late usage re-prices an
-    invoiced period with it)."""
+    """What a calculation of this subscription's period reads (invoices price and re-price
+    their period with it)."""
     return _context(connection, subscription_id, period.start, period.end, datetime.now(UTC))
 
 
@@ -233,26 +234,55 @@ def calculate(
     now = now or datetime.now(UTC)
     with get_database().transaction() as connection:
         context = _context(connection, subscription_id, period_start, period_end, now)
-        body = compute(connection, context)
-        stored = rows.get(connection, body["id"])
-        if stored is not None:
-            return stored
-        rows.insert_once(
-            connection,
-            {
-                "id": body["id"],
-                "subscription_id": subscription_id,
-                "customer_id": body["customer_id"],
-                "period_start": context.period.start,
-                "period_end": context.period.end,
-                "inputs_sha256": body["inputs_checksum"],
-                "checksum": body["checksum"],
-                "body": body,
-            },
+        return store(connection, context)
+
+
+def store(connection: Connection, context: Context) -> dict[str, Any]:
+    """Price the context's period and keep the calculation (an existing one with the same
+    inputs is returned as stored, byte for byte)."""
+    body = compute(connection, context)
+    stored = rows.get(connection, body["id"])
+    if stored is not None:
+        return stored
+    rows.insert_once(
+        connection,
+        {
+            "id": body["id"],
+            "subscription_id": context.subscription["id"],
+            "customer_id": body["customer_id"],
+            "period_start": context.period.start,
+            "period_end": context.period.end,
+            "inputs_sha256": body["inputs_checksum"],
+            "checksum": body["checksum"],
+            "body": body,
+        },
+    )
+    found = rows.get(connection, body["id"])
+    assert found is not None
+    return found
+
+
+def inputs_fingerprint(connection: Connection, context: Context) -> str:
+    """What the period would be priced from, without pricing it (core/domain/invoices/
+    freshness.py): equal fingerprints, equal calculation."""
+    keys = sorted({c.metric_key for c in _charges(context) if c.model != "flat_fee"})
+    coverage = context.coverage
+    counts = (
+        {}
+        if coverage is None or not keys
+        else usage_rows.event_counts(
+            connection, context.subscription["customer_id"], keys, coverage.start, coverage.end
         )
-        found = rows.get(connection, body["id"])
-        assert found is not None
-        return found
+    )
+    return fingerprint(
+        subscription=context.subscription,
+        coverage=None if coverage is None else (coverage.start, coverage.end),
+        event_counts=counts,
+        meter_versions={
+            key: [(v.version, v.effective_from) for v in meter_versions(connection, key)]
+            for key in keys
+        },
+    )
 
 
 def get_calculation(calculation_id: str) -> dict[str, Any]:

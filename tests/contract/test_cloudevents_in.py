@@ -62,21 +62,42 @@ def test_an_event_type_the_function_does_not_handle_is_422_never_retried(aggrega
 
 
 def test_a_handler_that_fails_answers_5xx_so_the_broker_keeps_the_event(db, monkeypatch):
-    from core.services import invoicing
+    from core.services import jobs
 
     def down(*args, **kwargs):
+        raise errors.Unavailable("the database is unavailable; retry", code="database_unavailable")
+
+    charge = create_app(target="charge", source=MAIN).test_client()
+    tick = CloudEvent({"type": "dev.abaxus.billing.tick.v1", "source": "/svc", "id": "t1"}, {})
+    headers, body = to_binary(tick)
+    monkeypatch.setattr(jobs, "drain", down)
+    response = charge.post("/", headers=headers, data=body)
+    assert response.status_code == 503
+    assert handled_events("charge") == []  # not recorded: a redelivery will be tried again
+    monkeypatch.undo()
+    assert charge.post("/", headers=headers, data=body).status_code == 202
+    assert handled_events("charge") == [("/svc", "t1", "dev.abaxus.billing.tick.v1")]
+
+
+def test_a_failing_handler_without_inbox_answers_5xx_and_runs_again_on_redelivery(db, monkeypatch):
+    from core.services.invoicing import cycles
+
+    calls = []
+
+    def down(*args, **kwargs):
+        calls.append(1)
         raise errors.Unavailable("the database is unavailable; retry", code="database_unavailable")
 
     invoice = create_app(target="invoice", source=MAIN).test_client()
     tick = CloudEvent({"type": "dev.abaxus.billing.tick.v1", "source": "/svc", "id": "t1"}, {})
     headers, body = to_binary(tick)
-    monkeypatch.setattr(invoicing, "request_due_invoices", down)
-    response = invoice.post("/", headers=headers, data=body)
-    assert response.status_code == 503
-    assert handled_events("invoice") == []  # not recorded: a redelivery will be tried again
+    monkeypatch.setattr(cycles, "request_due_invoices", down)
+    assert invoice.post("/", headers=headers, data=body).status_code == 503
+    assert invoice.post("/", headers=headers, data=body).status_code == 503
+    assert len(calls) == 2  # the billing tick is idempotent: every delivery runs it
     monkeypatch.undo()
     assert invoice.post("/", headers=headers, data=body).status_code == 202
-    assert handled_events("invoice") == [("/svc", "t1", "dev.abaxus.billing.tick.v1")]
+    assert handled_events("invoice") == []
 
 
 def test_json_event_data_keeps_decimals_exact():

@@ -76,9 +76,9 @@ def test_a_cloudevent_sent_to_the_server_reaches_its_function_through_the_broker
     response = requests.post(dev_server.base_url + "/", headers=headers, data=body, timeout=5)
     assert response.status_code == 202 and response.content == b""
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not handled_events("invoice"):
+    while time.monotonic() < deadline and not handled_events("charge"):
         time.sleep(0.1)
-    assert handled_events("invoice") == [("/e2e", "e2e-tick-1", "dev.abaxus.billing.tick.v1")]
+    assert handled_events("charge") == [("/e2e", "e2e-tick-1", "dev.abaxus.billing.tick.v1")]
     assert handled_events("aggregate") == []
 
 

@@ -14,8 +14,9 @@ from sqlalchemy import text
 
 from core.adapters.postgres.database import get_database
 from core.config import reload_settings
-from core.services import charging, invoicing, jobs
+from core.services import charging, jobs
 from core.services.caller import SYSTEM
+from core.services.invoicing import lifecycle as invoicing
 from tests.contract.http_servers import serve
 from tests.fixtures.providers import FakeStripe
 

@@ -500,3 +500,21 @@ def realtime_metric_keys(
         )
     rows = connection.exec_driver_sql(f"{' UNION '.join(parts)} ORDER BY 1", params)
     return [str(key) for (key,) in rows]
+
+
+def event_counts(
+    connection: Connection,
+    customer_id: str,
+    metric_keys: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, int]:
+    """Stored events of the customer per metric in [start, end): an index-only count (what
+    a draft's inputs fingerprint compares; events are insert-only)."""
+    rows = connection.exec_driver_sql(
+        "SELECT metric_key, count(*) FROM events WHERE customer_id = %(c)s "
+        "AND metric_key = ANY(%(m)s) AND timestamp >= %(s)s AND timestamp < %(e)s "
+        "GROUP BY metric_key",
+        {"c": customer_id, "m": list(metric_keys), "s": start, "e": end},
+    )
+    return {str(key): int(count) for key, count in rows}
