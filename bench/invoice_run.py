@@ -184,12 +184,18 @@ def main() -> None:
                     break
                 time.sleep(0.2)
         wall = time.perf_counter() - started
+        with psycopg.connect(url) as connection:
+            (database_bytes,) = connection.execute(
+                "SELECT pg_database_size(current_database())"
+            ).fetchone()
         report = {
             "customers": args.customers,
             "events": events,
             "copy_events_per_s": round(events / load_seconds),
             "run_wall_s": round(wall, 2),
             "invoices_per_s": round(args.customers / wall, 1),
+            "events_billed_per_s": round(events / wall),
+            "database_gib": round(database_bytes / 2**30, 2),
             "by_status": status["by_status"],
             "failed": status["failed"],
             "payments_recorded": attempts,
