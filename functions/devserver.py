@@ -12,8 +12,8 @@ serves in a Knative pod. This ASGI dispatcher only chooses which app answers:
 
 from __future__ import annotations
 
-import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +24,11 @@ from functions_framework import create_app
 from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
 
+from core.domain import errors
 from functions import asgi
 from functions.broker import LocalBroker
+from functions.framework import problem_body
+from functions.http import INTERNAL_ERROR_DETAIL, require_cloudevent, status_of
 from functions.routes import FUNCTIONS, owner_of
 from functions.topology import load_topology
 
@@ -84,17 +87,27 @@ class DevServer:
         await self.apps[owner](scope, receive, send)
 
     def _ingress(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The broker's ingress (K_SINK): every refusal a problem document, a database
+        outage a 503 (the sender retries), never a bare 500."""
         request = WsgiRequest(environ)
         body = request.stream.read(BROKER_BODY_BYTES_MAX + 1)
         response: WsgiResponse
-        if len(body) > BROKER_BODY_BYTES_MAX:
-            response = _problem(413, "payload_too_large", "CloudEvent over 1 MiB")
-        else:
+        try:
+            if len(body) > BROKER_BODY_BYTES_MAX:
+                raise errors.PayloadTooLarge("CloudEvent over 1 MiB")
+            require_cloudevent(dict(request.headers), body)
             try:
                 self.broker.publish(dict(request.headers), body)
-                response = WsgiResponse(status=202)
             except CloudEventError as error:
-                response = _problem(400, "invalid_cloudevent", f"not a valid CloudEvent: {error}")
+                raise errors.MalformedRequest(
+                    f"not a valid CloudEvent: {error}", code="invalid_cloudevent"
+                ) from error
+            response = WsgiResponse(status=202)
+        except errors.AbaxusError as error:
+            response = _problem(status_of(error), error.code, error.detail)
+        except Exception:  # the ingress's outermost boundary
+            log.exception("broker ingress failed")
+            response = _problem(500, "internal_error", INTERNAL_ERROR_DETAIL)
         return response(environ, start_response)
 
 
@@ -119,11 +132,10 @@ async def _lifespan(receive: Any, send: Any) -> None:
 
 
 def _problem(status: int, code: str, detail: str) -> WsgiResponse:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": "Broker",
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    return WsgiResponse(json.dumps(body), status=status, content_type="application/problem+json")
+    request_id = "req_" + uuid.uuid4().hex
+    return WsgiResponse(
+        problem_body(status, code, detail, request_id),
+        status=status,
+        content_type="application/problem+json",
+        headers={"X-Request-Id": request_id},
+    )

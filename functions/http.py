@@ -50,6 +50,8 @@ log = logging.getLogger("abaxus.http")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 JSON_CONTENT_TYPE = "application/json"
+CLOUDEVENT_CONTENT_TYPE = "application/cloudevents+json"
+INTERNAL_ERROR_DETAIL = "an unexpected error occurred; the request id identifies it in the logs"
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 DEFAULT_SCOPE = object()
@@ -64,6 +66,7 @@ STATUS_BY_ERROR: dict[type[errors.AbaxusError], int] = {
     errors.Conflict: 409,
     errors.IdempotencyInFlight: 409,
     errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
     errors.ValidationFailed: 422,
     errors.IdempotencyKeyReused: 422,
     errors.UnprocessableEvent: 422,
@@ -90,20 +93,40 @@ def to_json(value: Any) -> bytes:
     return _ENCODER(value).encode("utf-8")
 
 
+class _RefusedConstant(ValueError):
+    pass
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number ABAXUS accepts")
+    raise _RefusedConstant(f"{name} is not a number ABAXUS accepts")
 
 
 def parse_json(body: bytes) -> Any:
-    """JSON with every non-integer number as an exact Decimal; NaN and Infinity refused."""
+    """JSON with every non-integer number as an exact Decimal; NaN and Infinity refused.
+    Depth is bounded by the parser itself: CPython's decoder recurses per nesting level
+    and stops at the interpreter's recursion limit, which is answered as malformed here
+    (no ABAXUS body nests beyond a few levels; event properties at most 3)."""
     try:
         return json.loads(
             body.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant
         )
+    except RecursionError as error:
+        raise errors.MalformedRequest(
+            "body is not valid JSON: nested too deeply", code="malformed_json"
+        ) from error
     except (UnicodeDecodeError, ValueError) as error:
         raise errors.MalformedRequest(
-            f"body is not valid JSON: {error}", code="malformed_json"
+            f"body is not valid JSON: {_position(error)}", code="malformed_json"
         ) from error
+
+
+def _position(error: ValueError) -> str:
+    """Where the JSON is broken, never what it says (a body may carry personal data)."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at line {error.lineno} column {error.colno}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 at byte {error.start}"
+    return str(error) if isinstance(error, _RefusedConstant) else "unreadable"
 
 
 @dataclass
@@ -281,34 +304,35 @@ class FunctionApp:
         request_id = request_id_of(request.headers.get("X-Request-Id", ""))
         return self.answer(
             request.method,
-            request.path,
             request_id,
             started,
             lambda: self._dispatch(request, request_id),
+            route=self.route_label(request.method, request.path),
         )
 
     def answer(
         self,
         method: str,
-        path: str,
         request_id: str,
         started: float,
         dispatch: Callable[[], tuple[str, flask.Response]],
+        *,
+        route: str,
     ) -> flask.Response:
         """`dispatch`'s response (its route's label and the response) with what every
-        answer gets: a 500 problem for anything unexpected, X-Request-Id, the request
-        metrics and the request log line. The ingest function's event-loop route answers
-        through here too."""
+        answer gets: a 500 problem for anything unexpected (counted and logged under
+        `route`, the request's route), X-Request-Id, the request metrics and the request
+        log line. The ingest function's event-loop route answers through here too."""
         token = log_context.set({"function": self.name, "request_id": request_id})
-        route_label = "unmatched"
+        route_label = route
         try:
             route_label, response = dispatch()
         except Exception:
             # The outermost boundary: the only place that catches everything.
-            log.exception("unhandled error", extra={"path": path})
+            log.exception("unhandled error", extra={"route": route, "method": method})
             response = self._problem(
                 errors.AbaxusError(
-                    "an unexpected error occurred; the request id identifies it in the logs",
+                    INTERNAL_ERROR_DETAIL,
                     code="internal_error",
                     title="Internal server error",
                 ),
@@ -335,6 +359,33 @@ class FunctionApp:
             )
         return response
 
+    def _refusing(
+        self,
+        serve: Callable[[flask.Request, str], flask.Response],
+        request: flask.Request,
+        request_id: str,
+    ) -> flask.Response:
+        """A CloudEvent path's answer; its refusals (size, media type) as problems."""
+        try:
+            return serve(request, request_id)
+        except errors.AbaxusError as error:
+            return self._problem(error, request_id)
+
+    def route_label(self, method: str, path: str) -> str:
+        """The label a request is counted and logged under: its route's rule, the kind of
+        path (probes, CloudEvents), or "unmatched"."""
+        if path in {"/healthz", "/readyz", "/metrics"}:
+            return path
+        if path == "/":
+            return "cloudevent"
+        if path == DEAD_LETTER_PATH and self.dead_letter_sink:
+            return "dead-letter"
+        try:
+            endpoint, _ = self._map.bind("localhost").match(path, method=method)
+        except (RouteNotFound, RouteMethodNotAllowed):
+            return "unmatched"
+        return self.routes[endpoint].rule
+
     def _dispatch(  # noqa: PLR0911 - one early answer per kind of path
         self, request: flask.Request, request_id: str
     ) -> tuple[str, flask.Response]:
@@ -342,9 +393,9 @@ class FunctionApp:
         if path in {"/healthz", "/readyz", "/metrics"} and request.method in {"GET", "HEAD"}:
             return path, self._operational(path)
         if path == "/" and request.method == "POST":
-            return "cloudevent", self._cloudevent(request, request_id)
+            return "cloudevent", self._refusing(self._cloudevent, request, request_id)
         if path == DEAD_LETTER_PATH and request.method == "POST" and self.dead_letter_sink:
-            return "dead-letter", self._dead_letter(request, request_id)
+            return "dead-letter", self._refusing(self._dead_letter, request, request_id)
         try:
             endpoint, params = self._map.bind("localhost").match(path, method=request.method)
         except RouteNotFound:
@@ -371,6 +422,14 @@ class FunctionApp:
         key = request.headers.get("Idempotency-Key")
         caller = self._authenticate(request, route.scope, request_id)
         body = _read_body(request)
+        require_json_body(request.content_type, body)
+        for name, value in (*params.items(), *request.args.items()):
+            if isinstance(value, str) and "\x00" in value:
+                raise errors.ValidationFailed(
+                    f"{name} contains a NUL character",
+                    code="invalid_characters",
+                    errors=[errors.FieldError(("query", name), "NUL character")],
+                )
         context = Request(request, body, params, caller, request_id)
         if request.method != "POST" or key is None or caller is None:
             return render(route.handler(context))
@@ -425,6 +484,7 @@ class FunctionApp:
     def _cloudevent(self, request: flask.Request, request_id: str) -> flask.Response:
         body = _read_body(request)
         headers = dict(request.headers)
+        require_cloudevent(headers, body)
         try:
             event = from_http(headers, body)
             data = decode_event_data(headers, body)
@@ -495,6 +555,7 @@ class FunctionApp:
         """Keep an undeliverable CloudEvent exactly as received, whatever its type."""
         body = _read_body(request)
         headers = dict(request.headers)
+        require_cloudevent(headers, body)
         try:
             attributes = dict(from_http(headers, body).get_attributes())
         except CloudEventError as error:
@@ -547,6 +608,40 @@ class FunctionApp:
 def request_id_of(header: str) -> str:
     """The caller's X-Request-Id when it is a usable one, otherwise a new id."""
     return header if REQUEST_ID_PATTERN.match(header) else "req_" + uuid.uuid4().hex
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json, or any application/*+json (merge-patch, problem, cloudevents)."""
+    base = media_type(content_type)
+    return base == JSON_CONTENT_TYPE or (base.startswith("application/") and base.endswith("+json"))
+
+
+def require_json_body(content_type: str | None, body: bytes) -> None:
+    """A request with a body must say it is JSON; an empty one may say anything."""
+    if body and not is_json(content_type):
+        raise errors.UnsupportedMediaType(
+            f"the body must be {JSON_CONTENT_TYPE} (sent: {media_type(content_type) or 'none'})"
+        )
+
+
+def require_cloudevent(headers: Mapping[str, str], body: bytes) -> None:
+    """Binary mode (ce-* headers; data JSON or none) or structured mode
+    (application/cloudevents+json); a body of any other media type is 415 (a JSON body
+    that is not a CloudEvent is then the SDK's 400)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    content_type = lowered.get("content-type")
+    if not body or ("ce-specversion" in lowered and content_type is None):
+        return
+    if not is_json(content_type):
+        raise errors.UnsupportedMediaType(
+            f"a CloudEvent's body is JSON: binary mode (ce-* headers) with JSON data, or "
+            f"structured mode ({CLOUDEVENT_CONTENT_TYPE}); sent: "
+            f"{media_type(content_type) or 'none'}"
+        )
 
 
 def _read_body(request: flask.Request) -> bytes:

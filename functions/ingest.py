@@ -3,6 +3,7 @@ services. A key with scope `events:write` can ingest and nothing else."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -18,15 +19,19 @@ from core import auth
 from core.config import settings
 from core.domain import errors, event_types
 from core.domain.events import BATCH_EVENTS_MAX, EVENT_SCHEMA
+from core.observability import http_requests
 from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
 from functions import asgi
+from functions.framework import PROBLEM_CONTENT_TYPE, problem_body
 from functions.http import (
+    INTERNAL_ERROR_DETAIL,
     JSON_CONTENT_TYPE,
     FunctionApp,
     Reply,
     Request,
     bearer_of,
+    is_json,
     list_reply,
     parse_json,
     render,
@@ -35,6 +40,7 @@ from functions.http import (
 )
 
 APP = FunctionApp("ingest")
+log = logging.getLogger(__name__)
 
 
 @APP.route(
@@ -187,12 +193,24 @@ async def ingest(request: StarletteRequest) -> StarletteResponse:
     same `FunctionApp` as every function's, run in a request thread. Measured: a third of
     the server's CPU per single event of the thread-per-request stack (docs/benchmarks.md)."""
     scope = request.scope
-    body = await request.body()
-    if _is_grouped_single_event(scope):
-        answer = await _single_event(scope, body)
-        if answer is not None:
-            return answer
-    return _response(*await asgi.run_wsgi(_serve_wsgi, scope, body))
+    try:
+        body = await request.body()
+        if _is_grouped_single_event(scope):
+            answer = await _single_event(scope, body)
+            if answer is not None:
+                return answer
+        return _response(*await asgi.run_wsgi(_serve_wsgi, scope, body))
+    except Exception:  # the outermost boundary of the ASGI function: never a bare 500
+        request_id = request_id_of(request.headers.get("x-request-id", ""))
+        route = APP.route_label(scope["method"], asgi.route_path(scope))
+        log.exception("unhandled error", extra={"route": route, "request_id": request_id})
+        http_requests.labels(APP.name, route, scope["method"], "500").inc()
+        return StarletteResponse(
+            problem_body(500, "internal_error", INTERNAL_ERROR_DETAIL, request_id),
+            status_code=500,
+            media_type=PROBLEM_CONTENT_TYPE,
+            headers={"X-Request-Id": request_id},
+        )
 
 
 def _serve_wsgi(environ: dict[str, Any], start_response: Any) -> Any:
@@ -215,6 +233,8 @@ async def _single_event(scope: Mapping[str, Any], body: bytes) -> StarletteRespo
     headers = {name: value for name, value in scope["headers"]}
     if len(body) > settings().request_body_bytes_max or not body.strip():
         return None
+    if not is_json(headers.get(b"content-type", b"").decode("latin-1")):
+        return None  # the route answers 415
     bearer = bearer_of(headers.get(b"authorization", b"").decode("latin-1"))
     if bearer is None:
         return None
@@ -239,7 +259,7 @@ async def _single_event(scope: Mapping[str, Any], body: bytes) -> StarletteRespo
         except errors.AbaxusError as error:
             return SINGLE_EVENT_ROUTE, APP.problem(error, request_id)
 
-    response = APP.answer("POST", scope["path"], request_id, started, dispatch)
+    response = APP.answer("POST", request_id, started, dispatch, route=SINGLE_EVENT_ROUTE)
     body = response.get_data()
     return _response(
         response.status_code, asgi.raw_headers(response.headers.to_wsgi_list(), body), body

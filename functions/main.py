@@ -15,10 +15,12 @@ from functions.aggregate import aggregate
 from functions.api import api
 from functions.calculate import calculate
 from functions.charge import charge
+from functions.framework import install as install_framework_answers
 from functions.ingest import ingest
 from functions.invoice import invoice
 
 configure_logging(settings().abaxus_log_level)
+install_framework_answers()
 # Imported before gunicorn forks its workers (functions-framework loads the source in the
 # master): the objects of every module are frozen once and shared by the workers.
 freeze_heap()

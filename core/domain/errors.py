@@ -72,6 +72,10 @@ class MethodNotAllowed(_Coded):
     default_code, default_title = "method_not_allowed", "Method not allowed"
 
 
+class UnsupportedMediaType(_Coded):
+    default_code, default_title = "unsupported_media_type", "Unsupported media type"
+
+
 class Conflict(_Coded):
     default_code, default_title = "conflict", "Conflict"
 

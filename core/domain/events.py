@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from core.domain.canonical import canonical_json, canonical_text, decimal_text, rfc3339
 from core.domain.errors import FieldError
+from core.domain.instants import InstantError, to_utc
 from core.domain.meters import digest_of
 from core.domain.money import AmountError, to_decimal
 
@@ -183,7 +184,10 @@ def _timestamp(raw: Mapping[str, Any], now: datetime) -> tuple[datetime, str]:
         fraction = form.group(1)  # "." and 1 to 6 digits, or None
         canonical = text[:19] + (fraction.ljust(7, "0") + "Z" if instant.microsecond else "Z")
     else:
-        instant = instant.astimezone(UTC)
+        try:
+            instant = to_utc(instant)
+        except InstantError as error:
+            raise _Reject("invalid_timestamp", "timestamp", str(error)) from error
         canonical = rfc3339(instant)
     if instant > now + FUTURE_TOLERANCE:
         raise _Reject("timestamp_in_future", "timestamp", "is more than 5 minutes in the future")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, StringConstraints
 
 from core.domain.canonical import decimal_text
+from core.domain.instants import to_utc
 from core.domain.money import AmountError, to_decimal
 
 
@@ -32,9 +33,7 @@ def _positive(value: Decimal) -> Decimal:
 
 
 def _aware_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("needs a UTC offset (RFC 3339, e.g. 2026-03-01T00:00:00Z)")
-    return value.astimezone(UTC)
+    return to_utc(value)
 
 
 ExactDecimal = Annotated[

@@ -13,6 +13,7 @@ SCALE_MAX = 10
 INTEGER_DIGITS_MAX = 10
 MAGNITUDE_LIMIT = Decimal(10) ** INTEGER_DIGITS_MAX
 MAGNITUDE_INT = 10**INTEGER_DIGITS_MAX
+DIGITS_MAX = 64  # of a number as sent (trailing zeros count): far more than an amount needs
 
 
 class AmountError(ValueError):
@@ -37,12 +38,18 @@ def to_decimal(value: Any) -> Decimal:
         raise AmountError("must be a number or a numeric string")
     if not number.is_finite():
         raise AmountError("NaN and Infinity are not amounts")
-    exponent = number.as_tuple().exponent
+    # Bounded before any arithmetic: digits and magnitude are read off the representation
+    # (abs() or quantize() of a number beyond the context's limits would itself raise).
+    _sign, digits, exponent = number.as_tuple()
+    if len(digits) > DIGITS_MAX:
+        raise AmountError(f"at most {DIGITS_MAX} digits")
+    if not number:
+        return Decimal(0)  # 0E+5000000 is zero: stored as such
+    if number.adjusted() >= INTEGER_DIGITS_MAX:
+        raise AmountError(f"must be smaller than 10^{INTEGER_DIGITS_MAX} in magnitude")
     assert isinstance(exponent, int)
     if -exponent > SCALE_MAX and number != number.quantize(Decimal(1).scaleb(-SCALE_MAX)):
         raise AmountError(f"at most {SCALE_MAX} decimal places")
-    if abs(number) >= MAGNITUDE_LIMIT:
-        raise AmountError(f"must be smaller than 10^{INTEGER_DIGITS_MAX} in magnitude")
     return number
 
 

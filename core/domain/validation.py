@@ -14,7 +14,57 @@ from core.domain.pricing.formula import FormulaError
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
 
+TEXT_DEPTH_MAX = 32
+
+
+def _text_problem(text: str, loc: tuple[str | int, ...]) -> FieldError | None:
+    if "\x00" in text:
+        return FieldError(loc, "contains a NUL character", "invalid_characters")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return FieldError(loc, "contains a lone surrogate", "invalid_characters")
+    return None
+
+
+def _printable(name: str) -> str:
+    """A key as it may appear in an error's location: escaped, never what PostgreSQL or an
+    encoder would choke on."""
+    return name[:64].encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def unstorable_text(data: Any, loc: tuple[str | int, ...] = ()) -> FieldError | None:
+    """The first string (key or value) anywhere in `data` that PostgreSQL cannot store as
+    text: a NUL character, or a lone surrogate (not UTF-8). None when there is none."""
+    if isinstance(data, str):
+        return _text_problem(data, loc)
+    if len(loc) > TEXT_DEPTH_MAX:
+        return FieldError(loc, f"nested deeper than {TEXT_DEPTH_MAX} levels", "too_deep")
+    items: Any = (
+        ((_printable(str(key)), key, value) for key, value in data.items())
+        if isinstance(data, dict)
+        else ((index, None, value) for index, value in enumerate(data))
+        if isinstance(data, list)
+        else ()
+    )
+    for name, key, value in items:
+        found = (None if key is None else unstorable_text(key, (*loc, name))) or unstorable_text(
+            value, (*loc, name)
+        )
+        if found is not None:
+            return found
+    return None
+
+
 def validated(model: type[Model], data: Any, *, loc: Sequence[str | int] = ("body",)) -> Model:
+    """The one validation boundary of request bodies: text PostgreSQL cannot store is
+    refused (422 invalid_characters) before any model sees it, then the model decides."""
+    bad = unstorable_text(data, tuple(loc))
+    if bad is not None:
+        code = "invalid_characters" if bad.type == "invalid_characters" else "validation_error"
+        where = ".".join(map(str, bad.loc))
+        raise ValidationFailed(f"{bad.msg} (at {where})", code=code, errors=[bad])
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as error:

@@ -205,7 +205,9 @@ def test_malformed_json_is_400(api, admin_secret):
 
 def test_nan_and_infinity_are_not_numbers_here(api, admin_secret):
     response = api.post(
-        "/v1/api-keys", data=b'{"name": NaN, "scopes": ["read"]}', headers=bearer(admin_secret)
+        "/v1/api-keys",
+        data=b'{"name": NaN, "scopes": ["read"]}',
+        headers={**bearer(admin_secret), "Content-Type": "application/json"},
     )
     _problem(response, 400, "malformed_json")
 
