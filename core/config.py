@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     abaxus_invoice_grace: int = Field(default=3600, ge=0, le=30 * 86400)
     abaxus_auto_issue: bool = True
 
+    # Retention of operational tables, pruned by the aggregate tick in bounded batches
+    # (docs/operations.md, "Retention"). Idempotency records: a retry of a POST within
+    # this window replays its first answer; at least a day (Stripe keeps 24 h), a week by
+    # default, because ABAXUS's own producers retry queued work for days. The CloudEvent
+    # inbox: far longer than the broker's redelivery window (minutes). Finished jobs:
+    # done ones are kept a week for operators, dead ones (failures to look at) 90 days.
+    # Dead letters: CloudEvents nobody could process, possibly usage: a year.
+    abaxus_idempotency_retention_hours: int = Field(default=168, ge=24, le=24 * 3650)
+    abaxus_inbox_retention_hours: int = Field(default=168, ge=24, le=24 * 3650)
+    abaxus_done_jobs_retention_hours: int = Field(default=168, ge=1, le=24 * 3650)
+    abaxus_dead_jobs_retention_days: int = Field(default=90, ge=1, le=3650)
+    abaxus_dead_letter_retention_days: int = Field(default=365, ge=7, le=3650)
+
     # Invoice emails (sent on issue when SMTP_URL is set: smtp://[user:password@]host[:port],
     # or smtps:// for implicit TLS; smtp:// upgrades with STARTTLS when the server offers
     # it) and the seller shown on invoices.

@@ -8,7 +8,7 @@ import flask
 import functions_framework
 
 from core.domain import errors, event_types
-from core.services import aggregation, usage
+from core.services import aggregation, retention, usage
 from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
 from functions.http import FunctionApp, Reply, Request
@@ -60,13 +60,16 @@ def on_events_ingested(event: ReceivedEvent) -> None:
     log.info("events ingested", extra={"claimed": result.claimed, "done": result.done})
 
 
-@APP.on_event(event_types.AGGREGATE_TICK, event_types.KNATIVE_PING)
+@APP.on_event(event_types.AGGREGATE_TICK, event_types.KNATIVE_PING, dedupe=False)
 def on_tick(event: ReceivedEvent) -> None:
     """Create the coming months' event partitions, fold whatever is due (a lost
-    notification leaves work only here), and check real-time against exact."""
+    notification leaves work only here), check real-time against exact, and prune the
+    operational tables past their retention. Idempotent, so every delivery runs it; each
+    step commits on its own."""
     ingestion.ensure_partitions_ahead()
     result = aggregation.drain()
     check = usage.reconcile()
+    pruned = retention.prune()
     log.info(
         "aggregate tick",
         extra={
@@ -74,6 +77,7 @@ def on_tick(event: ReceivedEvent) -> None:
             "done": result.done,
             "dead": result.dead,
             "parity_checked": check.checked,
+            "pruned": pruned,
             "parity_customers": check.customers,
         },
     )

@@ -32,8 +32,10 @@ class CreateApiKey(BaseModel):
     ]
 
 
-@APP.route("/v1/api-keys", ["POST"], body=CreateApiKey, status=201)
+@APP.route("/v1/api-keys", ["POST"], body=CreateApiKey, status=201, secret_fields=("secret",))
 def create_api_key(request: Request) -> Reply:
+    """The key with its `secret`, shown in this answer only (a replay under the same
+    Idempotency-Key answers without it: header Abaxus-Secret-Redacted)."""
     body = validate(CreateApiKey, request.json())
     created = api_keys.create_key(request.require_caller(), name=body.name, scopes=body.scopes)
     return Reply({**created.key, "secret": created.secret}, status=201)

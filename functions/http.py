@@ -225,6 +225,8 @@ class Route:
     body: type[BaseModel] | dict[str, Any] | None = None
     status: int = 200
     implemented: bool = True
+    # Fields of its 2xx answer shown once and never stored (Idempotency-Key records).
+    secret_fields: tuple[str, ...] = ()
 
 
 DEAD_LETTER_PATH = "/dead-letters"
@@ -251,6 +253,7 @@ class FunctionApp:
         body: type[BaseModel] | dict[str, Any] | None = None,
         status: int = 200,
         implemented: bool = True,
+        secret_fields: tuple[str, ...] = (),
     ) -> Callable[[RouteHandler], RouteHandler]:
         """Declare a route. The default scope is `read` for GET and `admin` otherwise;
         `body` and `status` describe it in the OpenAPI document."""
@@ -262,7 +265,7 @@ class FunctionApp:
                     needed = auth.SCOPE_READ if method == "GET" else auth.SCOPE_ADMIN
                 endpoint = f"{method} {rule}"
                 self.routes[endpoint] = Route(
-                    rule, (method,), handler, needed, body, status, implemented
+                    rule, (method,), handler, needed, body, status, implemented, secret_fields
                 )
                 self._map.add(Rule(rule, methods=[method], endpoint=endpoint))
             return handler
@@ -453,6 +456,7 @@ class FunctionApp:
             body=body,
             compute=compute,
             render_error=render_error,
+            kept=lambda response: idempotency.without_secrets(response, route.secret_fields),
         )
         response = flask.Response(stored.body, status=stored.status, headers=stored.headers)
         if replayed:
@@ -689,7 +693,7 @@ def render(reply: Reply) -> flask.Response:
 
 def _stored(response: flask.Response) -> idempotency.StoredResponse:
     headers = {"Content-Type": response.content_type or JSON_CONTENT_TYPE}
-    for name in ("Location",):
+    for name in ("Location", idempotency.SECRET_REDACTED_HEADER):
         if name in response.headers:
             headers[name] = response.headers[name]
     return idempotency.StoredResponse(response.status_code, response.get_data(), headers)

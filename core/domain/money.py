@@ -33,7 +33,7 @@ def to_decimal(value: Any) -> Decimal:
         try:
             number = Decimal(value)
         except InvalidOperation as error:
-            raise AmountError(f"{value[:40]!r} is not a number") from error
+            raise AmountError("is not a number") from error
     else:
         raise AmountError("must be a number or a numeric string")
     if not number.is_finite():

@@ -6,10 +6,15 @@ whole request runs inside one transaction that holds a lock on (API key, idempot
 - the same key with another method, path or body -> 422 idempotency_key_reused;
 - while the first request with the key is still running -> 409.
 Responses of 5xx are not stored (their effects are rolled back), so a retry runs again.
+A response that carries a secret (an API key's, a webhook endpoint's) is stored without
+it: the secret is shown once, in the first answer, and never kept at rest. Its replay is
+the same answer without the secret, with the header `Abaxus-Secret-Redacted` naming the
+fields left out (docs/concepts.md, "Idempotency everywhere").
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,9 +46,11 @@ def run_once(
     body: bytes,
     compute: Callable[[], StoredResponse],
     render_error: Callable[[AbaxusError], StoredResponse],
+    kept: Callable[[StoredResponse], StoredResponse] = lambda response: response,
 ) -> tuple[StoredResponse, bool]:
     """(response, replayed). `compute` runs the request; its domain errors are rendered by
-    `render_error` and stored like any other answer, after its writes were rolled back."""
+    `render_error` and stored like any other answer, after its writes were rolled back.
+    `kept` is what of a response may be stored (without its secrets)."""
     fingerprint = request_fingerprint(method, path, body)
     database = get_database()
     with database.transaction() as connection:
@@ -72,6 +79,7 @@ def run_once(
         except AbaxusError as error:
             response = render_error(error)
         if response.status < 500:
+            stored_form = kept(response)
             records.store(
                 connection,
                 {
@@ -80,9 +88,28 @@ def run_once(
                     "method": method,
                     "path": path,
                     "request_sha256": fingerprint,
-                    "response_status": response.status,
-                    "response_headers": response.headers,
-                    "response_body": response.body,
+                    "response_status": stored_form.status,
+                    "response_headers": stored_form.headers,
+                    "response_body": stored_form.body,
                 },
             )
     return response, False
+
+
+SECRET_REDACTED_HEADER = "Abaxus-Secret-Redacted"  # noqa: S105 - a header name
+
+
+def without_secrets(response: StoredResponse, fields: tuple[str, ...]) -> StoredResponse:
+    """A 2xx JSON object answer with `fields` left out and named in a header."""
+    if not fields or not 200 <= response.status < 300:
+        return response
+    answer = json.loads(response.body)
+    if not isinstance(answer, dict) or not set(fields) & set(answer):
+        return response
+    left_out = [name for name in fields if name in answer]
+    kept_answer = {name: value for name, value in answer.items() if name not in fields}
+    return StoredResponse(
+        response.status,
+        json.dumps(kept_answer, ensure_ascii=False, separators=(",", ":")).encode(),
+        {**response.headers, SECRET_REDACTED_HEADER: ",".join(left_out)},
+    )

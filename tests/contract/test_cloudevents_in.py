@@ -20,14 +20,16 @@ def aggregate(db):
 
 
 def _tick(event_id="tick-1"):
+    """An `events.ingested` notification: a handler that records its (source, id) in the
+    inbox with its effects (the ticks are idempotent by construction and keep no row)."""
     return CloudEvent(
         {
-            "type": "dev.abaxus.aggregate.tick.v1",
+            "type": "dev.abaxus.events.ingested.v1",
             "source": "/tests",
             "id": event_id,
             "datacontenttype": "application/json",
         },
-        {"tick": "aggregate"},
+        {"job_id": 1},
     )
 
 
@@ -37,7 +39,7 @@ def test_a_handled_event_is_acknowledged_202_with_an_empty_body(aggregate, mode)
     response = aggregate.post("/", headers=headers, data=body)
     assert response.status_code == 202
     assert response.get_data() == b""
-    assert handled_events("aggregate") == [("/tests", "tick-1", "dev.abaxus.aggregate.tick.v1")]
+    assert handled_events("aggregate") == [("/tests", "tick-1", "dev.abaxus.events.ingested.v1")]
 
 
 def test_a_redelivered_event_is_acknowledged_and_handled_once(aggregate):

@@ -61,8 +61,8 @@ def test_an_event_reaches_only_the_functions_whose_trigger_matches(dev_server, m
     assert response.status_code == 202 and response.content == b""
     _drain(server.broker)
     assert [(j.trigger, j.status) for j in _jobs()] == [("aggregate-manual-tick", "done")]
-    assert handled_events("aggregate") == [("/ops", "manual-1", "dev.abaxus.aggregate.tick.v1")]
-    assert handled_events("invoice") == []
+    # the aggregate tick ran (the delivery is done); ticks keep no inbox row
+    assert handled_events("aggregate") == handled_events("invoice") == []
 
 
 def test_a_ping_source_tick_is_routed_by_its_source_to_its_functions(dev_server):

@@ -74,6 +74,8 @@ class Database:
             pool_pre_ping=False,
             pool_recycle=1800,
             pool_timeout=30,
+            # An error's text never carries a statement's parameters (request data).
+            hide_parameters=True,
             # JSONB in and out without floats: Decimal stays exact both ways.
             json_serializer=lambda value: canonical_json(value).decode("utf-8"),
             json_deserializer=lambda text: json.loads(text, parse_float=Decimal),
@@ -130,7 +132,9 @@ class Database:
         """Unpooled connections for rare DDL (event partitions), so that a request holding
         its pooled connection never waits for a second one from the same pool."""
         if self._maintenance is None:
-            self._maintenance = create_engine(sqlalchemy_url(self.url), poolclass=NullPool)
+            self._maintenance = create_engine(
+                sqlalchemy_url(self.url), poolclass=NullPool, hide_parameters=True
+            )
         return self._maintenance
 
     @contextmanager
