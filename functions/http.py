@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +33,7 @@ from core.config import settings
 from core.domain import delivery, errors
 from core.domain.canonical import compiled, json_default
 from core.domain.events import RFC3339
+from core.domain.instants import InstantError, to_utc
 from core.domain.pagination import parse_limit
 from core.domain.validation import Model, validated
 from core.logging import log_context
@@ -177,7 +178,15 @@ class Request:
                 f"{name} must be RFC 3339 with an offset",
                 errors=[errors.FieldError(("query", name), "not an RFC 3339 instant")],
             )
-        return datetime.fromisoformat(raw.replace("z", "Z")).astimezone(UTC)
+        try:
+            return to_utc(datetime.fromisoformat(raw.replace("z", "Z")))
+        except ValueError as error:  # not a real date, or outside the supported range
+            raise errors.ValidationFailed(
+                f"{name} {error}"
+                if isinstance(error, InstantError)
+                else f"{name} is not a real instant",
+                errors=[errors.FieldError(("query", name), "not an instant ABAXUS stores")],
+            ) from error
 
     def required_instant(self, name: str) -> datetime:
         instant = self.instant(name, required=True)
