@@ -103,6 +103,17 @@ def invoice_html(request: Request) -> Reply:
     return Reply(html, content_type="text/html; charset=utf-8")
 
 
+@APP.route("/v1/invoices/<invoice_id>.pdf")
+def invoice_pdf(request: Request) -> Reply:
+    """The issued invoice as a PDF (A4); a draft has none: 409 invoice_not_issued."""
+    pdf = invoice_documents.pdf(request.params["invoice_id"])
+    return Reply(
+        pdf.content,
+        content_type=invoice_documents.PDF_CONTENT_TYPE,
+        headers={"Content-Disposition": f'inline; filename="{pdf.filename}"'},
+    )
+
+
 @APP.route("/v1/invoices/<invoice_id>/issue", ["POST"])
 def issue_invoice(request: Request) -> Reply:
     """Number the invoice and make it final; with SMTP configured, its email job runs

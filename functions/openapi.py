@@ -37,6 +37,12 @@ PROBLEM = {
     },
 }
 PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
+# Routes that answer a rendered document instead of JSON, told by their path's extension
+# (`/v1/invoices/{invoice_id}.pdf`): the media type and schema of their success response.
+DOCUMENT_RESPONSES: dict[str, dict[str, Any]] = {
+    ".html": {"text/html": {"schema": {"type": "string"}}},
+    ".pdf": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+}
 PROBLEM_RESPONSE = {
     "description": "problem",
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -70,6 +76,9 @@ def _operation(function: str, method: str, route: Any, schemas: dict[str, Any]) 
             "4XX": PROBLEM_RESPONSE,
         },
     }
+    for extension, content in DOCUMENT_RESPONSES.items():
+        if route.rule.endswith(extension):
+            operation["responses"][str(route.status)]["content"] = content
     if route.scope is None:
         operation["security"] = []
     else:

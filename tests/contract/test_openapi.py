@@ -37,3 +37,14 @@ def test_the_document_states_scopes_bodies_and_statuses():
         op["operationId"] for path in document["paths"].values() for op in path.values()
     ]
     assert len(operation_ids) == len(set(operation_ids))
+
+
+def test_rendered_documents_state_their_media_type():
+    document = json.loads(COMMITTED.read_text())
+    pdf = document["paths"]["/v1/invoices/{invoice_id}.pdf"]["get"]
+    assert pdf["x-abaxus-scope"] == "read"
+    assert pdf["responses"]["200"]["content"] == {
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}}
+    }
+    html = document["paths"]["/v1/invoices/{invoice_id}.html"]["get"]
+    assert list(html["responses"]["200"]["content"]) == ["text/html"]

@@ -337,8 +337,14 @@ def test_the_billing_tick_alone_issues_charges_and_pays_and_redeliveries_change_
     assert [(p["status"], p["provider_id"], p["amount"]) for p in payments] == [
         ("succeeded", "pi_1", "15")
     ]
+    # The email leaves after the issue commits, in the invoice function's thread, while the
+    # charge pays from invoice.issued: the two race (rendering the PDF takes a moment).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not inbox.envelopes:
+        time.sleep(0.1)
     (envelope,) = inbox.envelopes
     assert envelope.rcpt_tos == ["ap@tick.test"] and paid["number"].encode() in envelope.content
+    assert b"Content-Type: application/pdf" in envelope.content
     tick("billing-1")  # redelivered
     tick("billing-2")  # the next, overlapping tick
     issued_again = {

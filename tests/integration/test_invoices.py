@@ -13,6 +13,7 @@ from sqlalchemy import text
 from core.adapters.postgres.database import get_database
 from core.services import aggregation, ingest
 from core.services.caller import SYSTEM
+from tests.fixtures.pdf import pdf_text
 from tests.fixtures.providers import Inbox
 from tests.integration.billing_setup import AUGUST, JULY, JUNE, NOW, _event
 
@@ -280,13 +281,18 @@ def test_an_issued_invoice_is_emailed_in_text_and_html_and_an_outage_is_retried(
     (envelope,) = inbox.envelopes
     message = email.message_from_bytes(envelope.content, policy=policy.default)
     assert envelope.rcpt_tos == ["ap@acme.test"]
-    assert message["Subject"] == f"Invoice {issued['number']} from Seller & Co: 13 USD"
+    assert message["Subject"] == f"Invoice {issued['number']} from Seller & Co: 13.00 USD"
     text_part = message.get_body(preferencelist=("plain",)).get_content()
     html_part = message.get_body(preferencelist=("html",)).get_content()
     for part in (text_part, html_part):
         assert issued["number"] in part and "13" in part and issued["checksum"] in part
-    assert "Total due: 13 USD" in text_part
+    assert "Total:           13.00 USD" in text_part
     assert "Acme &lt;b&gt;Inc&lt;/b&gt;" in html_part  # customer text is escaped in HTML
+    (attachment,) = message.iter_attachments()  # the PDF of the same document
+    assert attachment.get_content_type() == "application/pdf"
+    assert attachment.get_filename() == f"{issued['number']}.pdf"
+    pdf = pdf_text(attachment.get_content())
+    assert issued["number"] in pdf and "13.00 USD" in pdf and "Acme <b>Inc</b>" in pdf
     with get_database().transaction() as connection:
         sent = connection.execute(
             text("SELECT invoice_id, recipient, message_id FROM invoice_emails")
@@ -358,8 +364,8 @@ def test_the_invoice_as_html(billing):
     response = client.invoice.get(f"/v1/invoices/{issued['id']}.html", headers=client.headers)
     assert response.status_code == 200 and response.content_type == "text/html; charset=utf-8"
     page = response.get_data(as_text=True)
-    assert f"Invoice {issued['number']}" in page and "<strong>13 USD</strong>" in page
-    assert "api_calls (per_unit, api_calls, meter v1)" in page
+    assert f"Invoice {issued['number']}" in page and "13.00 USD" in page
+    assert "Per unit · metric api_calls, meter version 1" in page
     assert (
         client.invoice.get(f"/v1/invoices/{issued['id']}", headers=client.headers).get_json()
         == issued
