@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from core.adapters.postgres import calculations as rows
+from core.adapters.postgres import metrics as metric_rows
 from core.adapters.postgres import plans as plan_rows
 from core.adapters.postgres import subscriptions as subscription_rows
 from core.adapters.postgres import usage as usage_rows
@@ -234,12 +235,15 @@ def calculate(
     now = now or datetime.now(UTC)
     with get_database().transaction() as connection:
         context = _context(connection, subscription_id, period_start, period_end, now)
-        return store(connection, context)
+        return store(connection, context, fingerprint=inputs_fingerprint(connection, context))
 
 
-def store(connection: Connection, context: Context) -> dict[str, Any]:
+def store(
+    connection: Connection, context: Context, *, fingerprint: str | None = None
+) -> dict[str, Any]:
     """Price the context's period and keep the calculation (an existing one with the same
-    inputs is returned as stored, byte for byte)."""
+    inputs is returned as stored, byte for byte). `fingerprint`, taken before pricing, is
+    kept with a new calculation: a draft can then use it without pricing again."""
     body = compute(connection, context)
     stored = rows.get(connection, body["id"])
     if stored is not None:
@@ -255,6 +259,7 @@ def store(connection: Connection, context: Context) -> dict[str, Any]:
             "inputs_sha256": body["inputs_checksum"],
             "checksum": body["checksum"],
             "body": body,
+            "inputs_fingerprint": fingerprint,
         },
     )
     found = rows.get(connection, body["id"])
@@ -267,6 +272,7 @@ def inputs_fingerprint(connection: Connection, context: Context) -> str:
     freshness.py): equal fingerprints, equal calculation."""
     keys = sorted({c.metric_key for c in _charges(context) if c.model != "flat_fee"})
     coverage = context.coverage
+    versions = metric_rows.versions(connection, keys) if keys else {}
     counts = (
         {}
         if coverage is None or not keys
@@ -276,11 +282,11 @@ def inputs_fingerprint(connection: Connection, context: Context) -> str:
     )
     return fingerprint(
         subscription=context.subscription,
+        period=(context.period.start, context.period.end),
         coverage=None if coverage is None else (coverage.start, coverage.end),
         event_counts=counts,
         meter_versions={
-            key: [(v.version, v.effective_from) for v in meter_versions(connection, key)]
-            for key in keys
+            key: [(row["version"], row["effective_from"]) for row in versions[key]] for key in keys
         },
     )
 

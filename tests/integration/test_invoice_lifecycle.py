@@ -473,3 +473,37 @@ def test_the_database_refuses_every_status_change_outside_the_domain_table(billi
                     except psycopg.Error as error:
                         refused = error.sqlstate == "AB001" or error
                 assert refused is (not allowed(current, target)), (current, target, refused)
+
+
+def test_the_pipeline_draft_takes_the_calculation_just_made_unless_usage_changed_since(
+    unit_price_one, monkeypatch
+):
+    """invoice.requested -> calculate -> calculation.completed -> draft: the draft uses the
+    calculation `calculate` stored (its fingerprint still current: no second scan); an
+    event committed in between makes the draft price the period again."""
+    from core.services import pricing
+
+    client, producer, subscription_id = unit_price_one
+    _post_event(producer, "sep-5", 10, 5)
+    period = {"start": SEPTEMBER.isoformat(), "end": OCTOBER.isoformat()}
+    calculation = pricing.calculate(subscription_id, period_start=SEPTEMBER, period_end=OCTOBER)
+    scans = []
+    compute = pricing.compute
+    monkeypatch.setattr(pricing, "compute", lambda *a, **k: scans.append(1) or compute(*a, **k))
+    monkeypatch.setenv("ABAXUS_AUTO_ISSUE", "false")
+    reload_settings()
+    try:
+        data = {"subscription_id": subscription_id, "period": period}
+        draft = cycles.on_calculation_completed({**data, "calculation_id": calculation["id"]})
+        assert (draft["calculation_id"], draft["total"], scans) == (calculation["id"], D(10), [])
+        client.call("POST", f"/v1/invoices/{draft['id']}/void", {"reason": "again"})
+        again = pricing.calculate(subscription_id, period_start=SEPTEMBER, period_end=OCTOBER)
+        scans.clear()
+        _post_event(producer, "sep-6", 5, 6)  # after the calculation, before the draft
+        replacement, _ = lifecycle.create_draft(
+            SYSTEM, subscription_id, SEPTEMBER, OCTOBER, calculation_id=again["id"]
+        )
+        assert (replacement["total"], len(scans)) == (D(15), 1)
+    finally:
+        monkeypatch.delenv("ABAXUS_AUTO_ISSUE")
+        reload_settings()

@@ -21,6 +21,14 @@ def get(connection: Connection, calculation_id: str) -> dict[str, Any] | None:
     return None if row is None else dict(row.body)
 
 
+def fingerprint_of(connection: Connection, calculation_id: str) -> str | None:
+    """The inputs fingerprint taken before the calculation was first priced (None for a
+    calculation stored before fingerprints, or unknown)."""
+    return connection.execute(
+        select(calculations.c.inputs_fingerprint).where(calculations.c.id == calculation_id)
+    ).scalar_one_or_none()
+
+
 def insert_once(connection: Connection, values: dict[str, Any]) -> bool:
     """Store a calculation unless one with its id exists (same inputs: same result)."""
     result = connection.execute(

@@ -276,6 +276,7 @@ calculations = Table(
     Column("checksum", Text, nullable=False),
     Column("body", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("inputs_fingerprint", Text),
 )
 
 invoice_series = Table(

@@ -3,8 +3,10 @@
 A draft is live until issued: refreshing or issuing it re-prices it from an exact
 calculation — unless nothing it was priced from has changed, which this fingerprint
 decides without scanning the period's events again. It covers what a calculation reads:
-the subscription's plan version, overrides and coverage, and per metric the meter
-versions in force and the **number of stored events** of the customer in the coverage.
+the subscription's plan version and overrides, the period and its coverage, and per metric
+the meter versions in force and the **number of stored events** of the customer in the
+coverage. A calculation keeps the fingerprint taken before it was priced, so a draft can
+take the calculation `calculate` just made (the billing pipeline) without pricing again.
 
 Why a count suffices: events are insert-only (the database refuses UPDATE and DELETE), so
 the set of committed events in a window only grows; a later count equal to an earlier one
@@ -25,6 +27,7 @@ from core.domain.pricing.engine import sha256
 def fingerprint(
     *,
     subscription: Mapping[str, Any],
+    period: tuple[datetime, datetime],
     coverage: tuple[datetime, datetime] | None,
     event_counts: Mapping[str, int],
     meter_versions: Mapping[str, Sequence[tuple[int, datetime]]],
@@ -35,6 +38,7 @@ def fingerprint(
             "plan_code": subscription["plan_code"],
             "plan_version": subscription["plan_version"],
             "overrides": subscription["overrides"],
+            "period": list(period),
             "coverage": None if coverage is None else list(coverage),
             "event_counts": dict(sorted(event_counts.items())),
             "meter_versions": {

@@ -104,6 +104,7 @@ def on_calculation_completed(data: dict[str, Any]) -> dict[str, Any]:
         datetime.fromisoformat(str(period["start"])),
         datetime.fromisoformat(str(period["end"])),
         replace_void=False,
+        calculation_id=str(data["calculation_id"]) if data.get("calculation_id") else None,
     )
     wants_issue = bool(data.get("issue", settings().abaxus_auto_issue))
     if wants_issue and status.issuable(invoice["status"]):

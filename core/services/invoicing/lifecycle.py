@@ -84,16 +84,21 @@ def _price(
     fingerprint: str | None = None,
     calculation_id: str | None = None,
 ) -> _Priced:
-    """The period's calculation: the one it was priced from when its inputs fingerprint
-    is unchanged (no scan), else a fresh exact one. The fingerprint is read first, in a
-    statement of its own, so what is priced contains what was fingerprinted."""
+    """The period's calculation: a known one (the draft's, or the one `calculate` just
+    made) when the inputs fingerprint taken with it is still the current one — no scan —,
+    else a fresh exact one. The current fingerprint is read first, in a statement of its
+    own, so what is priced contains what was fingerprinted."""
     context = pricing.context_for(connection, subscription_id, period)
     current = pricing.inputs_fingerprint(connection, context)
-    if current == fingerprint and calculation_id is not None:
-        known = calculation_rows.get(connection, calculation_id)
-        if known is not None:
-            return _Priced(known, current, repriced=False)
-    return _Priced(pricing.store(connection, context), current, repriced=True)
+    if calculation_id is not None:
+        known_fingerprint = fingerprint or calculation_rows.fingerprint_of(
+            connection, calculation_id
+        )
+        if current == known_fingerprint:
+            known = calculation_rows.get(connection, calculation_id)
+            if known is not None:
+                return _Priced(known, current, repriced=False)
+    return _Priced(pricing.store(connection, context, fingerprint=current), current, repriced=True)
 
 
 def _checksum(row: dict[str, Any], priced: _Priced, assembly: Assembly) -> str:
@@ -158,11 +163,13 @@ def create_draft(
     end: datetime,
     *,
     replace_void: bool = True,
+    calculation_id: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The period's draft, created from an exact calculation and the adjustments it would
     carry; or the period's live invoice (created False). When the period's invoices are
     all void, a replacement (`replaces` the latest) — unless `replace_void` is False (the
-    billing cycle never re-invoices a period someone voided)."""
+    billing cycle never re-invoices a period someone voided). `calculation_id`: the
+    period's calculation just made by `calculate`, used when nothing changed since."""
     with get_database().transaction() as connection:
         existing = rows.for_period(connection, subscription_id, start, end)
         live = [row for row in existing if status.live(row["status"])]
@@ -171,7 +178,7 @@ def create_draft(
         if existing and not replace_void:
             return view(existing[-1]), False
         period = Period(start, end)
-        priced = _price(connection, subscription_id, period)
+        priced = _price(connection, subscription_id, period, calculation_id=calculation_id)
         calculation = priced.calculation
         assert calculation is not None
         customer = customer_rows.get(connection, calculation["customer_id"])
