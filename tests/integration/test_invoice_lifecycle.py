@@ -507,3 +507,32 @@ def test_the_pipeline_draft_takes_the_calculation_just_made_unless_usage_changed
     finally:
         monkeypatch.delenv("ABAXUS_AUTO_ISSUE")
         reload_settings()
+
+
+def test_with_auto_issue_the_pipeline_issues_in_one_transaction_from_the_calculation(
+    unit_price_one, monkeypatch
+):
+    from core.services import pricing
+
+    client, producer, subscription_id = unit_price_one
+    _post_event(producer, "sep-5", 10, 5)
+    calculation = pricing.calculate(subscription_id, period_start=SEPTEMBER, period_end=OCTOBER)
+    scans = []
+    compute = pricing.compute
+    monkeypatch.setattr(pricing, "compute", lambda *a, **k: scans.append(1) or compute(*a, **k))
+    period = {"start": SEPTEMBER.isoformat(), "end": OCTOBER.isoformat()}
+    issued = cycles.on_calculation_completed(
+        {"subscription_id": subscription_id, "period": period, "calculation_id": calculation["id"]}
+    )
+    assert (issued["status"], issued["total"], issued["number"], scans) == (
+        "issued",
+        D(10),
+        "ABX-2026-000001",
+        [],
+    )
+    again = cycles.on_calculation_completed(
+        {"subscription_id": subscription_id, "period": period, "calculation_id": calculation["id"]}
+    )
+    assert again == issued  # a redelivery changes nothing
+    actions = [a["action"] for a in client.api.get("/v1/audit?entity=invoice")["data"]]
+    assert actions == ["invoice.drafted", "invoice.issued"]

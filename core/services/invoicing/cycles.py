@@ -98,16 +98,17 @@ def on_calculation_completed(data: dict[str, Any]) -> dict[str, Any]:
     alone) and, with auto-issue, issue it and announce `invoice.issued` (same CloudEvent id
     on every redelivery)."""
     period = data["period"]
-    invoice, _ = lifecycle.create_draft(
+    wants_issue = bool(data.get("issue", settings().abaxus_auto_issue))
+    invoice, created = lifecycle.create_draft(
         SYSTEM,
         str(data["subscription_id"]),
         datetime.fromisoformat(str(period["start"])),
         datetime.fromisoformat(str(period["end"])),
         replace_void=False,
         calculation_id=str(data["calculation_id"]) if data.get("calculation_id") else None,
+        issue_now=wants_issue,
     )
-    wants_issue = bool(data.get("issue", settings().abaxus_auto_issue))
-    if wants_issue and status.issuable(invoice["status"]):
+    if wants_issue and not created and status.issuable(invoice["status"]):
         invoice = lifecycle.issue(SYSTEM, invoice["id"])
     if status.binding(invoice["status"]):
         announce_issued(invoice, charge=bool(data.get("charge", True)))

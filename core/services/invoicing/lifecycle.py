@@ -164,12 +164,16 @@ def create_draft(
     *,
     replace_void: bool = True,
     calculation_id: str | None = None,
+    issue_now: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """The period's draft, created from an exact calculation and the adjustments it would
     carry; or the period's live invoice (created False). When the period's invoices are
     all void, a replacement (`replaces` the latest) — unless `replace_void` is False (the
     billing cycle never re-invoices a period someone voided). `calculation_id`: the
-    period's calculation just made by `calculate`, used when nothing changed since."""
+    period's calculation just made by `calculate`, used when nothing changed since.
+    `issue_now` (the billing cycle with auto-issue) issues the new invoice in the same
+    transaction, from the same pricing: the subscription is locked before it is priced,
+    as issuing always does, so the pricing is the issue's own."""
     with get_database().transaction() as connection:
         existing = rows.for_period(connection, subscription_id, start, end)
         live = [row for row in existing if status.live(row["status"])]
@@ -178,6 +182,8 @@ def create_draft(
         if existing and not replace_void:
             return view(existing[-1]), False
         period = Period(start, end)
+        if issue_now:
+            rows.lock_subscription(connection, subscription_id)
         priced = _price(connection, subscription_id, period, calculation_id=calculation_id)
         calculation = priced.calculation
         assert calculation is not None
@@ -196,7 +202,7 @@ def create_draft(
             "replaces": existing[-1]["id"] if existing else None,
             "net_terms_days": _net_terms(customer),
         }
-        row |= _assembled(connection, row, priced, claim=False)
+        row |= _assembled(connection, row, priced, claim=issue_now)
         if not rows.insert_draft(connection, row):  # a concurrent request drafted it
             raced = rows.for_period(connection, subscription_id, start, end)
             return view(raced[-1]), False
@@ -210,6 +216,9 @@ def create_draft(
             entity_id=row["id"],
             state=view(created),
         )
+        if issue_now:
+            content = {k: created[k] for k in ("lines", "subtotal", "total", "credit_carried")}
+            return _finish_issue(connection, caller, created, content, datetime.now(UTC)), True
         return view(created), True
 
 
@@ -325,61 +334,74 @@ def issue(caller: Caller, invoice_id: str, now: datetime | None = None) -> dict[
             return view(row)
         status.require(row["status"], InvoiceStatus.ISSUED, invoice_id)
         values = _reprice(connection, row, claim=True)
-        carries = carried_ids(values["lines"])
-        if row["kind"] == ADJUSTMENTS_KIND and not carries:
-            raise Conflict(
-                f"invoice {invoice_id} has nothing left to carry: another invoice took its "
-                "adjustments",
-                code="nothing_to_invoice",
-            )
-        series = numbering.series(settings().abaxus_invoice_prefix, now)
-        sequence = rows.next_number(connection, series)
-        issued = rows.change(
+        return _finish_issue(connection, caller, row, values, now)
+
+
+def _finish_issue(
+    connection: Connection,
+    caller: Caller,
+    row: dict[str, Any],
+    values: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """Number the invoice and make it final with its assembled content `values`: the
+    adjustments it carries are taken, a credit left over is carried forward, the email is
+    queued. In the transaction that locked its subscription and priced it."""
+    invoice_id = row["id"]
+    carries = carried_ids(values["lines"])
+    if row["kind"] == ADJUSTMENTS_KIND and not carries:
+        raise Conflict(
+            f"invoice {invoice_id} has nothing left to carry: another invoice took its adjustments",
+            code="nothing_to_invoice",
+        )
+    series = numbering.series(settings().abaxus_invoice_prefix, now)
+    sequence = rows.next_number(connection, series)
+    issued = rows.change(
+        connection,
+        invoice_id,
+        {
+            **values,
+            "status": InvoiceStatus.ISSUED.value,
+            "series": series,
+            "sequence": sequence,
+            "number": numbering.number(series, sequence),
+            "issued_at": now,
+            "due_at": now + timedelta(days=row["net_terms_days"]),
+        },
+    )
+    rows.apply_adjustments(connection, carries, invoice_id, now)
+    if issued["credit_carried"] > 0:
+        rows.insert_adjustment(
             connection,
-            invoice_id,
             {
-                **values,
-                "status": InvoiceStatus.ISSUED.value,
-                "series": series,
-                "sequence": sequence,
-                "number": numbering.number(series, sequence),
-                "issued_at": now,
-                "due_at": now + timedelta(days=row["net_terms_days"]),
+                "id": new_id("adj"),
+                "customer_id": issued["customer_id"],
+                "subscription_id": issued["subscription_id"],
+                "kind": "credit_carried",
+                "original_invoice_id": invoice_id,
+                "amount_delta": -issued["credit_carried"],
+                "currency": issued["currency"],
+                "reason": f"credit carried forward from {issued['number']}",
+                "description": f"Credit carried forward from {issued['number']}",
             },
         )
-        rows.apply_adjustments(connection, carries, invoice_id, now)
-        if issued["credit_carried"] > 0:
-            rows.insert_adjustment(
-                connection,
-                {
-                    "id": new_id("adj"),
-                    "customer_id": issued["customer_id"],
-                    "subscription_id": issued["subscription_id"],
-                    "kind": "credit_carried",
-                    "original_invoice_id": invoice_id,
-                    "amount_delta": -issued["credit_carried"],
-                    "currency": issued["currency"],
-                    "reason": f"credit carried forward from {issued['number']}",
-                    "description": f"Credit carried forward from {issued['number']}",
-                },
-            )
-        if settings().smtp_url:  # emailed by a job: a failed email never blocks the issue
-            queue.enqueue(
-                connection,
-                INVOICE_QUEUE,
-                EMAIL_JOB,
-                {"invoice_id": invoice_id},
-                dedupe_key=email_job_key(invoice_id),
-            )
-        audit.record(
+    if settings().smtp_url:  # emailed by a job: a failed email never blocks the issue
+        queue.enqueue(
             connection,
-            caller,
-            action="invoice.issued",
-            entity="invoice",
-            entity_id=invoice_id,
-            state=view(issued),
+            INVOICE_QUEUE,
+            EMAIL_JOB,
+            {"invoice_id": invoice_id},
+            dedupe_key=email_job_key(invoice_id),
         )
-        return view(issued)
+    audit.record(
+        connection,
+        caller,
+        action="invoice.issued",
+        entity="invoice",
+        entity_id=invoice_id,
+        state=view(issued),
+    )
+    return view(issued)
 
 
 def void(caller: Caller, invoice_id: str, reason: str) -> dict[str, Any]:
