@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate bench-invoice-run manifests clean
+.PHONY: run test system-deps lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate bench-invoice-run manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/abaxus dev
 
+## system-deps: what the suite needs from the system: Chromium (the console's browser tests)
+## and Pango (invoice PDFs); installed with apt-get when missing (root, Debian)
+system-deps:
+	@command -v chromium >/dev/null 2>&1 && ldconfig -p | grep -q libpangoft2 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core >/dev/null; \
+	  else echo "install chromium and libpango-1.0-0 (Debian: apt-get install chromium libpango-1.0-0 libpangoft2-1.0-0)"; exit 1; fi; }
+
 ## test: lint, then the whole suite against a real (embedded) PostgreSQL
-test: lint
+test: lint system-deps
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     abaxus_invoice_grace: int = Field(default=3600, ge=0, le=30 * 86400)
     abaxus_auto_issue: bool = True
 
+    # The console (/dashboard): how long a login lasts, and whether its cookie is marked
+    # Secure (set it when the console is served over TLS, as it should be in a cluster).
+    abaxus_console_session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    abaxus_console_secure_cookie: bool = False
+
     # Retention of operational tables, pruned by the aggregate tick in bounded batches
     # (docs/operations.md, "Retention"). Idempotency records: a retry of a POST within
     # this window replays its first answer; at least a day (Stripe keeps 24 h), a week by

@@ -8,7 +8,7 @@ import flask
 import functions_framework
 
 from core.domain import errors, event_types
-from core.services import aggregation, retention, usage
+from core.services import aggregation, retention, stats, usage
 from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
 from functions.http import FunctionApp, Reply, Request
@@ -70,6 +70,7 @@ def on_tick(event: ReceivedEvent) -> None:
     result = aggregation.drain()
     check = usage.reconcile()
     pruned = retention.prune()
+    stats.compact()
     log.info(
         "aggregate tick",
         extra={

@@ -14,8 +14,9 @@ from core.domain.errors import FieldError, ValidationFailed
 from core.domain.fields import PlanCode
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition
 from core.domain.pricing.charges import PlanVersionDefinition
-from core.services import api_keys, audit, dead_letters
+from core.services import api_keys, audit, dead_letters, stats
 from core.services.catalog import customers, metrics, plans, subscriptions
+from functions import console
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("api", dead_letter_sink=True)
@@ -224,9 +225,26 @@ def list_audit(request: Request) -> Reply:
     return list_reply(*page)
 
 
-NOT_YET = "no issue has scheduled it yet"
-APP.not_implemented("/v1/stats", ["GET"], NOT_YET)
-APP.not_implemented("/dashboard", ["GET"], NOT_YET)
+@APP.route("/v1/dead-letters/<int:dead_letter_id>/redeliver", ["POST"], status=200)
+def redeliver_dead_letter(request: Request) -> Reply:
+    """Send a dead-lettered CloudEvent through the bus again, exactly as received (fix the
+    cause first); the dead letter stays, with when it was re-sent."""
+    return Reply(
+        dead_letters.redeliver(request.require_caller(), int(request.params["dead_letter_id"]))
+    )
+
+
+# -- the overview and the console ---------------------------------------------------------
+
+
+@APP.route("/v1/stats")
+def get_stats(request: Request) -> Reply:
+    """Events ingested, active subscriptions, period revenue and ingest p95 over a window
+    (default: this UTC month) and the window of equal length before it (API.md §9)."""
+    return Reply(stats.overview(start=request.instant("from"), end=request.instant("to")))
+
+
+console.register(APP)
 
 
 @functions_framework.http

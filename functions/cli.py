@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
         args.host or settings().host,
         args.port if args.port is not None else settings().port,
     )
+    embedded = not settings().database_url
     _prepare_database()
+    if embedded:  # make run: the dev server keeps its embedded PostgreSQL running
+        runtime.watch_embedded(settings().abaxus_data_dir, threading.Event())
     base_url = f"http://127.0.0.1:{port}"
     os.environ["K_SINK"] = base_url + "/_broker"
     config = reload_settings()

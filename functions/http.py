@@ -44,7 +44,15 @@ from core.observability import (
     http_requests,
     render_metrics,
 )
-from core.services import api_keys, cloudevents, dead_letters, health, idempotency, requests
+from core.services import (
+    api_keys,
+    cloudevents,
+    dead_letters,
+    health,
+    idempotency,
+    requests,
+    stats,
+)
 from core.services.caller import Caller
 
 log = logging.getLogger("abaxus.http")
@@ -236,6 +244,9 @@ class Route:
     implemented: bool = True
     # Fields of its 2xx answer shown once and never stored (Idempotency-Key records).
     secret_fields: tuple[str, ...] = ()
+    # A console page (functions/console): HTML, form bodies, session-authenticated by the
+    # page itself, and not part of the API document.
+    page: bool = False
 
 
 DEAD_LETTER_PATH = "/dead-letters"
@@ -263,6 +274,7 @@ class FunctionApp:
         status: int = 200,
         implemented: bool = True,
         secret_fields: tuple[str, ...] = (),
+        page: bool = False,
     ) -> Callable[[RouteHandler], RouteHandler]:
         """Declare a route. The default scope is `read` for GET and `admin` otherwise;
         `body` and `status` describe it in the OpenAPI document."""
@@ -274,7 +286,15 @@ class FunctionApp:
                     needed = auth.SCOPE_READ if method == "GET" else auth.SCOPE_ADMIN
                 endpoint = f"{method} {rule}"
                 self.routes[endpoint] = Route(
-                    rule, (method,), handler, needed, body, status, implemented, secret_fields
+                    rule,
+                    (method,),
+                    handler,
+                    needed,
+                    body,
+                    status,
+                    implemented,
+                    secret_fields,
+                    page,
                 )
                 self._map.add(Rule(rule, methods=[method], endpoint=endpoint))
             return handler
@@ -357,6 +377,8 @@ class FunctionApp:
         elapsed = time.perf_counter() - started
         http_requests.labels(self.name, route_label, method, str(response.status_code)).inc()
         http_request_duration.labels(self.name, route_label).observe(elapsed)
+        if self.name == "ingest" and route_label.startswith("/v1/events") and method == "POST":
+            stats.ingest_latency.observe(elapsed)  # the overview's p95, across every pod
         if route_label not in {"/healthz", "/metrics"}:
             log.info(
                 "request",
@@ -434,7 +456,8 @@ class FunctionApp:
         key = request.headers.get("Idempotency-Key")
         caller = self._authenticate(request, route.scope, request_id)
         body = _read_body(request)
-        require_json_body(request.content_type, body)
+        if not route.page:  # console pages post forms
+            require_json_body(request.content_type, body)
         for name, value in (*params.items(), *request.args.items()):
             if isinstance(value, str) and "\x00" in value:
                 raise errors.ValidationFailed(

@@ -115,6 +115,8 @@ def document() -> dict[str, Any]:
     for function in FUNCTIONS:
         app = importlib.import_module(f"functions.{function}").APP
         for endpoint, route in sorted(app.routes.items()):
+            if route.page:  # the console's HTML pages are not API operations
+                continue
             method, rule = endpoint.split(" ", 1)
             path = PARAMETER.sub(r"{\1}", rule)
             paths.setdefault(path, {})[method.lower()] = _operation(

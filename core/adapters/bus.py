@@ -124,6 +124,32 @@ class Bus:
         cloudevents_emitted.labels(type_, "sent").inc()
         return True
 
+    def resend(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """Send a CloudEvent exactly as it was received once (binary or structured mode,
+        its own id: a redelivered event is recognised by its consumers); True once the
+        sink accepted it. Knative's error extensions and hop-by-hop headers are dropped."""
+        if not self.sink:
+            return False
+        kept = {
+            name: value
+            for name, value in headers.items()
+            if (name.lower().startswith("ce-") and not name.lower().startswith("ce-knativeerror"))
+            or name.lower() == "content-type"
+        }
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=self.wait_multiplier_seconds, max=5),
+                retry=retry_if_exception_type((requests.RequestException, _RetryableStatus)),
+                reraise=True,
+            ):
+                with attempt:
+                    self._post(kept, body)
+        except (requests.RequestException, _RetryableStatus, _FinalStatus) as error:
+            log.error("dead letter not re-sent", extra={"error": type(error).__name__})
+            return False
+        return True
+
     def _post(self, headers: dict[str, str], body: bytes | None) -> None:
         assert self.sink is not None
         response = self.session.post(

@@ -68,6 +68,16 @@ class MeterVersion:
             property_text(properties.get(key)) in allowed for key, allowed in self.filters.items()
         )
 
+    def exclusion(self, properties: Mapping[str, Any]) -> str | None:
+        """Why this version's filters leave an event out (the first filter it fails), or
+        None when it counts."""
+        for key, allowed in self.filters.items():
+            text = property_text(properties.get(key))
+            if text not in allowed:
+                shown = "missing" if text is None else f"{text!r}"
+                return f"properties.{key} is {shown}, not one of {', '.join(allowed)}"
+        return None
+
     def group_of(self, properties: Mapping[str, Any]) -> tuple[str | None, ...]:
         return tuple(property_text(properties.get(key)) for key in self.group_by)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from core.adapters import queue
 from core.adapters.postgres import rollups
+from core.adapters.postgres import stats as stats_rows
 from core.adapters.postgres.database import get_database
 from core.observability import events_folded, fold_duration
 from core.services import jobs
@@ -35,6 +36,7 @@ def fold_jobs(claimed: Sequence[queue.Job]) -> None:
         rollups.lock_metrics(connection, keys, exclusive=False)
         for key in keys:
             rollups.fold_jobs(connection, key, meter_versions(connection, key), job_ids)
+        stats_rows.count_folded_jobs(connection, job_ids)  # the overview's events per minute
         # Events in periods already invoiced become adjustments, in this same commit.
         adjustments.record_late_usage(connection, job_ids)
     events_folded.inc(sum(int(job.payload.get("events", 0)) for job in claimed))

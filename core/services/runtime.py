@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
+from pathlib import Path
 
 from core.adapters.postgres.database import reset_database
-from core.adapters.postgres.embedded import disown_after_fork, start_embedded
+from core.adapters.postgres.embedded import disown_after_fork, revive, start_embedded
 from core.adapters.postgres.migrate import upgrade_to_head
 from core.config import Settings
 from core.services import api_keys
@@ -21,6 +23,26 @@ def database_url(config: Settings) -> str:
     if config.database_url:
         return config.database_url
     return start_embedded(config.abaxus_data_dir)
+
+
+EMBEDDED_WATCH_SECONDS = 2.0
+
+
+def watch_embedded(data_dir: Path, stop: threading.Event) -> threading.Thread:
+    """A thread of the dev server's main process that starts the embedded server again
+    within seconds if it dies; requests meanwhile answer 503 and the workers' pools
+    reconnect by themselves (docs/operations.md, "When PostgreSQL goes away")."""
+
+    def watch() -> None:
+        while not stop.wait(EMBEDDED_WATCH_SECONDS):
+            try:
+                revive(data_dir)
+            except Exception:  # keep watching: the next round tries again
+                log.exception("could not start the embedded postgres again")
+
+    thread = threading.Thread(target=watch, name="embedded-postgres-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def migrate(url: str) -> str:

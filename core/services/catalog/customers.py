@@ -94,10 +94,12 @@ def get_customer(customer_id: str) -> dict[str, Any]:
     return row
 
 
-def list_customers(*, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+def list_customers(
+    *, cursor: str | None, limit: int, search: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     with get_database().transaction() as connection:
         return paginate(
-            lambda after, n: rows.page(connection, after=after, limit=n),
+            lambda after, n: rows.page(connection, after=after, limit=n, search=search),
             cursor=cursor,
             limit=limit,
             key="id",
