@@ -18,6 +18,7 @@ from core.observability import render_metrics
 from core.services import aggregation, api_keys
 from core.services.caller import SYSTEM
 from functions.routes import FUNCTIONS
+from tests.asgi_client import AsgiClient
 from tests.asgi_client import create_app as create_asgi_app
 from tests.conftest import PROJECT_ROOT, bearer
 from tests.fixtures.samples import create_metric
@@ -118,6 +119,8 @@ def test_canaries_never_reach_logs_error_answers_or_metrics(world):
     captured = io.StringIO()
     handler = logging.StreamHandler(captured)
     handler.setFormatter(ScrubbingJsonFormatter("{asctime}{levelname}{name}{message}", style="{"))
+    # The test's own HTTP client (httpx, for the ASGI function) logs its request URLs.
+    handler.addFilter(lambda record: not record.name.startswith("httpx"))
     root = logging.getLogger()
     root.addHandler(handler)
     previous = root.level
@@ -131,15 +134,16 @@ def test_canaries_never_reach_logs_error_answers_or_metrics(world):
                 path = _path(rule, ids)
                 if method == "GET":
                     for query in ("", f"?cursor={CANARY}", f"?customer_id=cust_1&note={CANARY}"):
-                        response = client.open(path + query, method="GET", headers=headers)
+                        response = _send(client, "GET", path + query, headers=headers)
                         calls += 1
                         if response.status_code >= 400 and CANARY.encode() in _data(response):
                             leaks.append((method, rule, query, response.status_code))
                     continue
                 for body, content_type in _bodies():
-                    response = client.open(
+                    response = _send(
+                        client,
+                        method,
                         path,
-                        method=method,
                         data=body,
                         headers={**headers, "Content-Type": content_type},
                     )
@@ -153,8 +157,17 @@ def test_canaries_never_reach_logs_error_answers_or_metrics(world):
     assert leaks == []
     logged = captured.getvalue()
     assert logged.count('"message"') > calls // 2  # the request log lines were captured
-    assert not _leaks(logged.encode())
+    leaked = [line for line in logged.splitlines() if _leaks(line.encode())]
+    assert leaked == [], leaked[:3]
     assert not _leaks(render_metrics())
+
+
+def _send(client, method, path, **kwargs):
+    """The Flask test client and the ASGI one (the ingest function) take the method
+    differently."""
+    if isinstance(client, AsgiClient):
+        return client.open(method, path, **kwargs)
+    return client.open(path, method=method, **kwargs)
 
 
 def _data(response) -> bytes:
