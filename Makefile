@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test system-deps lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate bench-invoice-run manifests clean
+.PHONY: run test system-deps lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate bench-invoice-run bench-console bench-soak manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,14 @@ bench-calculate: $(STAMP)
 ## bench-invoice-run: one bulk run for 500 customers (5M events) through the CloudEvents pipeline
 bench-invoice-run: $(STAMP)
 	$(BIN)/python bench/invoice_run.py
+
+## bench-console: GET /v1/stats and the overview page with 10M events and 1,000 subscriptions
+bench-console: $(STAMP)
+	$(BIN)/python bench/console.py
+
+## bench-soak: a steady ingest load with short retention: table sizes and memory over time
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 ## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
 manifests: $(STAMP)
