@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test system-deps lint format migrate unit integration contract e2e bench-ingest bench-usage bench-calculate bench-invoice-run bench-console bench-soak manifests clean
+.PHONY: run test system-deps lint format migrate unit integration contract e2e fuzz bench-ingest bench-usage bench-calculate bench-invoice-run bench-console bench-soak manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ contract: $(STAMP)
 	$(BIN)/pytest tests/contract
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+## fuzz: schemathesis against the dev server with more examples than the suite's run
+## (ABAXUS_FUZZ_EXAMPLES, default 40; ABAXUS_FUZZ_SEED to explore another seed)
+fuzz: $(STAMP)
+	ABAXUS_FUZZ_EXAMPLES=$${ABAXUS_FUZZ_EXAMPLES:-40} $(BIN)/pytest -m fuzz -s tests/contract/test_schemathesis.py
 
 ## bench-ingest: events/s through the batch endpoint, single-event latency, COPY baseline
 bench-ingest: $(STAMP)

@@ -8,17 +8,36 @@ import flask
 import functions_framework
 
 from core.domain import errors, event_types
+from core.domain.responses.usage import UsageParity, UsageSummaries, UsageSummary
 from core.services import aggregation, retention, stats, usage
 from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
+from functions import parameters
+from functions.declarations import choice, instant
 from functions.http import FunctionApp, Reply, Request
 
 APP = FunctionApp("aggregate")
 
+WINDOW = (
+    instant("from", "the window's start (inclusive)", required=True),
+    instant("to", "the window's end (exclusive); at most 400 days after `from`", required=True),
+)
+
 log = logging.getLogger(__name__)
 
 
-@APP.route("/v1/usage/summary")
+@APP.route(
+    "/v1/usage/summary",
+    response=UsageSummary | UsageSummaries,
+    query=[
+        parameters.customer_id(required=True),
+        parameters.metric_key("one metric (its summary); without it, every metric's (`data`)"),
+        *WINDOW,
+        choice(
+            "mode", usage.MODES, "realtime: from the rollups; exact: a scan", default="realtime"
+        ),
+    ],
+)
 def usage_summary(request: Request) -> Reply:
     """Usage of a customer in [from, to): `mode=realtime` (default) from the rollups with
     the fold watermark as `as_of`; `mode=exact` scans the raw events and carries a checksum
@@ -44,7 +63,11 @@ def usage_summary(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/usage/parity")
+@APP.route(
+    "/v1/usage/parity",
+    response=UsageParity,
+    query=[parameters.customer_id(required=True), *WINDOW],
+)
 def usage_parity(request: Request) -> Reply:
     """Real-time against exact, per metric of the customer, read in one snapshot."""
     customer_id = request.required("customer_id")

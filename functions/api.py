@@ -14,10 +14,22 @@ from core.domain.errors import FieldError, ValidationFailed
 from core.domain.fields import PlanCode
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition
 from core.domain.pricing.charges import PlanVersionDefinition
+from core.domain.responses.catalog import (
+    ApiKey,
+    CreatedApiKey,
+    Customer,
+    Metric,
+    Plan,
+    Subscription,
+)
+from core.domain.responses.common import Page
+from core.domain.responses.operations import AuditEntry, DeadLetter, Stats
 from core.services import api_keys, audit, dead_letters, stats
 from core.services.catalog import customers, metrics, plans, subscriptions
-from functions import console
+from functions import console, parameters
+from functions.declarations import PAGE, Link, body_id, instant, text, whole_number
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
+from functions.parameters import BIGINT_MAX
 
 APP = FunctionApp("api", dead_letter_sink=True)
 
@@ -33,7 +45,15 @@ class CreateApiKey(BaseModel):
     ]
 
 
-@APP.route("/v1/api-keys", ["POST"], body=CreateApiKey, status=201, secret_fields=("secret",))
+@APP.route(
+    "/v1/api-keys",
+    ["POST"],
+    body=CreateApiKey,
+    status=201,
+    secret_fields=("secret",),
+    response=CreatedApiKey,
+    links=[body_id("key_id", "api.revoke_api_key")],
+)
 def create_api_key(request: Request) -> Reply:
     """The key with its `secret`, shown in this answer only (a replay under the same
     Idempotency-Key answers without it: header Abaxus-Secret-Redacted)."""
@@ -42,12 +62,12 @@ def create_api_key(request: Request) -> Reply:
     return Reply({**created.key, "secret": created.secret}, status=201)
 
 
-@APP.route("/v1/api-keys")
+@APP.route("/v1/api-keys", response=Page[ApiKey], query=PAGE)
 def list_api_keys(request: Request) -> Reply:
     return list_reply(*api_keys.list_keys(cursor=request.query("cursor"), limit=request.limit()))
 
 
-@APP.route("/v1/api-keys/<key_id>", ["DELETE"])
+@APP.route("/v1/api-keys/<key_id>", ["DELETE"], response=ApiKey)
 def revoke_api_key(request: Request) -> Reply:
     return Reply(api_keys.revoke_key(request.require_caller(), request.params["key_id"]))
 
@@ -55,23 +75,43 @@ def revoke_api_key(request: Request) -> Reply:
 # -- metrics ----------------------------------------------------------------------------
 
 
-@APP.route("/v1/metrics", ["POST"], body=MetricDefinition, status=201)
+@APP.route(
+    "/v1/metrics",
+    ["POST"],
+    body=MetricDefinition,
+    status=201,
+    response=Metric,
+    errors=[409],
+    links=[
+        body_id("key", "api.get_metric", "/key"),
+        body_id("key", "api.create_metric_version", "/key"),
+        body_id("key", "api.archive_metric", "/key"),
+        body_id("metric_key", "ingest.list_events", "/key"),
+    ],
+)
 def create_metric(request: Request) -> Reply:
     definition = validate(MetricDefinition, request.json())
     return Reply(metrics.create_metric(request.require_caller(), definition), status=201)
 
 
-@APP.route("/v1/metrics")
+@APP.route("/v1/metrics", response=Page[Metric], query=PAGE)
 def list_metrics(request: Request) -> Reply:
     return list_reply(*metrics.list_metrics(cursor=request.query("cursor"), limit=request.limit()))
 
 
-@APP.route("/v1/metrics/<key>")
+@APP.route("/v1/metrics/<key>", response=Metric)
 def get_metric(request: Request) -> Reply:
     return Reply(metrics.get_metric(request.params["key"]))
 
 
-@APP.route("/v1/metrics/<key>/versions", ["POST"], body=MetricVersionDefinition, status=201)
+@APP.route(
+    "/v1/metrics/<key>/versions",
+    ["POST"],
+    body=MetricVersionDefinition,
+    status=201,
+    response=Metric,
+    errors=[409],
+)
 def create_metric_version(request: Request) -> Reply:
     definition = validate(MetricVersionDefinition, request.json())
     return Reply(
@@ -79,7 +119,7 @@ def create_metric_version(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/metrics/<key>", ["DELETE"])
+@APP.route("/v1/metrics/<key>", ["DELETE"], response=Metric)
 def archive_metric(request: Request) -> Reply:
     return Reply(metrics.archive_metric(request.require_caller(), request.params["key"]))
 
@@ -91,22 +131,38 @@ class NewPlan(PlanVersionDefinition):
     code: PlanCode
 
 
-@APP.route("/v1/price-plans", ["POST"], body=NewPlan, status=201)
+@APP.route(
+    "/v1/price-plans",
+    ["POST"],
+    body=NewPlan,
+    status=201,
+    response=Plan,
+    errors=[409],
+    links=[
+        body_id("code", "api.get_plan", "/code"),
+        body_id("code", "api.create_plan_version", "/code"),
+        body_id("code", "api.archive_plan", "/code"),
+    ],
+)
 def create_plan(request: Request) -> Reply:
     body = validate(NewPlan, request.json())
     definition = PlanVersionDefinition.model_validate(body.model_dump(exclude={"code"}))
     return Reply(plans.create_plan(request.require_caller(), body.code, definition), status=201)
 
 
-@APP.route("/v1/price-plans")
+@APP.route("/v1/price-plans", response=Page[Plan], query=PAGE)
 def list_plans(request: Request) -> Reply:
     return list_reply(*plans.list_plans(cursor=request.query("cursor"), limit=request.limit()))
 
 
-@APP.route("/v1/price-plans/<code>")
+@APP.route(
+    "/v1/price-plans/<code>",
+    response=Plan,
+    query=[whole_number("version", "a version of the plan (default: the latest)")],
+)
 def get_plan(request: Request) -> Reply:
     raw = request.query("version")
-    if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= 1_000_000):
+    if raw is not None and not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 1_000_000):
         raise ValidationFailed(
             "version must be a whole number >= 1",
             errors=[FieldError(("query", "version"), "not a version number")],
@@ -114,7 +170,14 @@ def get_plan(request: Request) -> Reply:
     return Reply(plans.get_plan(request.params["code"], int(raw) if raw else None))
 
 
-@APP.route("/v1/price-plans/<code>/versions", ["POST"], body=PlanVersionDefinition, status=201)
+@APP.route(
+    "/v1/price-plans/<code>/versions",
+    ["POST"],
+    body=PlanVersionDefinition,
+    status=201,
+    response=Plan,
+    errors=[409],
+)
 def create_plan_version(request: Request) -> Reply:
     definition = validate(PlanVersionDefinition, request.json())
     return Reply(
@@ -122,7 +185,7 @@ def create_plan_version(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/price-plans/<code>", ["DELETE"])
+@APP.route("/v1/price-plans/<code>", ["DELETE"], response=Plan)
 def archive_plan(request: Request) -> Reply:
     return Reply(plans.archive_plan(request.require_caller(), request.params["code"]))
 
@@ -130,7 +193,26 @@ def archive_plan(request: Request) -> Reply:
 # -- customers --------------------------------------------------------------------------
 
 
-@APP.route("/v1/customers", ["POST"], body=NewCustomer, status=201)
+@APP.route(
+    "/v1/customers",
+    ["POST"],
+    body=NewCustomer,
+    status=201,
+    response=Customer,
+    errors=[409],
+    links=[
+        body_id("customer_id", "api.get_customer"),
+        body_id("customer_id", "api.change_customer"),
+        body_id("customer_id", "api.archive_customer"),
+        body_id("customer_id", "api.list_subscriptions"),
+        body_id("customer_id", "ingest.list_events"),
+        body_id("customer_id", "aggregate.usage_summary"),
+        body_id("customer_id", "aggregate.usage_parity"),
+        body_id("customer_id", "invoice.list_invoices"),
+        body_id("customer_id", "invoice.list_adjustments"),
+        body_id("customer_id", "charge.list_payments"),
+    ],
+)
 def create_customer(request: Request) -> Reply:
     return Reply(
         customers.create_customer(request.require_caller(), validate(NewCustomer, request.json())),
@@ -138,19 +220,25 @@ def create_customer(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/customers")
+@APP.route("/v1/customers", response=Page[Customer], query=PAGE)
 def list_customers(request: Request) -> Reply:
     return list_reply(
         *customers.list_customers(cursor=request.query("cursor"), limit=request.limit())
     )
 
 
-@APP.route("/v1/customers/<customer_id>")
+@APP.route("/v1/customers/<customer_id>", response=Customer)
 def get_customer(request: Request) -> Reply:
     return Reply(customers.get_customer(request.params["customer_id"]))
 
 
-@APP.route("/v1/customers/<customer_id>", ["PATCH"], body=CustomerFields, status=200)
+@APP.route(
+    "/v1/customers/<customer_id>",
+    ["PATCH"],
+    body=CustomerFields,
+    response=Customer,
+    errors=[409],
+)
 def change_customer(request: Request) -> Reply:
     fields = validate(CustomerFields, request.json())
     return Reply(
@@ -158,7 +246,7 @@ def change_customer(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/customers/<customer_id>", ["DELETE"])
+@APP.route("/v1/customers/<customer_id>", ["DELETE"], response=Customer)
 def archive_customer(request: Request) -> Reply:
     return Reply(
         customers.archive_customer(request.require_caller(), request.params["customer_id"])
@@ -168,13 +256,41 @@ def archive_customer(request: Request) -> Reply:
 # -- subscriptions ----------------------------------------------------------------------
 
 
-@APP.route("/v1/subscriptions", ["POST"], body=NewSubscription, status=201)
+@APP.route(
+    "/v1/subscriptions",
+    ["POST"],
+    body=NewSubscription,
+    status=201,
+    response=Subscription,
+    links=[
+        body_id("subscription_id", "api.get_subscription"),
+        body_id("subscription_id", "api.cancel_subscription"),
+        Link(
+            "calculate.calculate_route",
+            request_body={"subscription_id": "$response.body#/id"},
+            description="price the subscription's current period",
+        ),
+        Link(
+            "invoice.create_invoice",
+            request_body={
+                "subscription_id": "$response.body#/id",
+                "period_start": "$response.body#/current_period/start",
+                "period_end": "$response.body#/current_period/end",
+            },
+            description="the draft invoice of the subscription's current period",
+        ),
+    ],
+)
 def create_subscription(request: Request) -> Reply:
     body = validate(NewSubscription, request.json())
     return Reply(subscriptions.create_subscription(request.require_caller(), body), status=201)
 
 
-@APP.route("/v1/subscriptions")
+@APP.route(
+    "/v1/subscriptions",
+    response=Page[Subscription],
+    query=[parameters.customer_id("only this customer's"), *PAGE],
+)
 def list_subscriptions(request: Request) -> Reply:
     page = subscriptions.list_subscriptions(
         customer_id=request.query("customer_id"),
@@ -184,12 +300,18 @@ def list_subscriptions(request: Request) -> Reply:
     return list_reply(*page)
 
 
-@APP.route("/v1/subscriptions/<subscription_id>")
+@APP.route("/v1/subscriptions/<subscription_id>", response=Subscription)
 def get_subscription(request: Request) -> Reply:
     return Reply(subscriptions.get_subscription(request.params["subscription_id"]))
 
 
-@APP.route("/v1/subscriptions/<subscription_id>/cancel", ["POST"], body=Cancellation, status=200)
+@APP.route(
+    "/v1/subscriptions/<subscription_id>/cancel",
+    ["POST"],
+    body=Cancellation,
+    response=Subscription,
+    errors=[409],
+)
 def cancel_subscription(request: Request) -> Reply:
     body = validate(Cancellation, request.json() if request.body.strip() else {})
     return Reply(
@@ -202,7 +324,12 @@ def cancel_subscription(request: Request) -> Reply:
 # -- dead letters -----------------------------------------------------------------------
 
 
-@APP.route("/v1/dead-letters")
+@APP.route(
+    "/v1/dead-letters",
+    response=Page[DeadLetter],
+    links=[body_id("dead_letter_id", "api.redeliver_dead_letter", "/data/0/id")],
+    query=[text("type", "only CloudEvents of this type"), *PAGE],
+)
 def list_dead_letters(request: Request) -> Reply:
     """CloudEvents the broker could not deliver, kept as received, with why."""
     page = dead_letters.list_dead_letters(
@@ -214,7 +341,15 @@ def list_dead_letters(request: Request) -> Reply:
 # -- audit ------------------------------------------------------------------------------
 
 
-@APP.route("/v1/audit")
+@APP.route(
+    "/v1/audit",
+    response=Page[AuditEntry],
+    query=[
+        text("entity", "customer, metric, price_plan, subscription, invoice, …"),
+        text("entity_id", "with `entity`: one entity's history"),
+        *PAGE,
+    ],
+)
 def list_audit(request: Request) -> Reply:
     page = audit.list_entries(
         entity=request.query("entity"),
@@ -225,7 +360,11 @@ def list_audit(request: Request) -> Reply:
     return list_reply(*page)
 
 
-@APP.route("/v1/dead-letters/<int:dead_letter_id>/redeliver", ["POST"], status=200)
+@APP.route(
+    f"/v1/dead-letters/<int(max={BIGINT_MAX}):dead_letter_id>/redeliver",
+    ["POST"],
+    response=DeadLetter,
+)
 def redeliver_dead_letter(request: Request) -> Reply:
     """Send a dead-lettered CloudEvent through the bus again, exactly as received (fix the
     cause first); the dead letter stays, with when it was re-sent."""
@@ -237,7 +376,14 @@ def redeliver_dead_letter(request: Request) -> Reply:
 # -- the overview and the console ---------------------------------------------------------
 
 
-@APP.route("/v1/stats")
+@APP.route(
+    "/v1/stats",
+    response=Stats,
+    query=[
+        instant("from", "the window's start (with `to`; default: this UTC month)"),
+        instant("to", "the window's end (with `from`)"),
+    ],
+)
 def get_stats(request: Request) -> Reply:
     """Events ingested, active subscriptions, period revenue and ingest p95 over a window
     (default: this UTC month) and the window of equal length before it (API.md §9)."""

@@ -10,8 +10,11 @@ from pydantic import ValidationError
 
 from core.domain import errors, event_types
 from core.domain.pricing.calculation import CalculateRequest
+from core.domain.responses.common import Page
+from core.domain.responses.pricing import Calculation, LineEvent
 from core.services import notify, pricing
 from core.services.cloudevents import ReceivedEvent
+from functions.declarations import PAGE, Link, body_id
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("calculate")
@@ -19,7 +22,22 @@ APP = FunctionApp("calculate")
 log = logging.getLogger(__name__)
 
 
-@APP.route("/v1/pricing/calculate", ["POST"], scope="read", body=CalculateRequest)
+@APP.route(
+    "/v1/pricing/calculate",
+    ["POST"],
+    scope="read",
+    body=CalculateRequest,
+    response=Calculation,
+    errors=[404],
+    links=[
+        body_id("calculation_id", "calculate.get_calculation"),
+        Link(
+            "calculate.line_events",
+            {"calculation_id": "$response.body#/id", "line": "$response.body#/lines/0/line"},
+            description="the events behind the first line",
+        ),
+    ],
+)
 def calculate_route(request: Request) -> Reply:
     """Exact usage priced under the subscription's plan version; the same subscription,
     period and events give the same stored calculation (id and checksum). A preview and
@@ -32,12 +50,16 @@ def calculate_route(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/pricing/calculations/<calculation_id>")
+@APP.route("/v1/pricing/calculations/<calculation_id>", response=Calculation)
 def get_calculation(request: Request) -> Reply:
     return Reply(pricing.get_calculation(request.params["calculation_id"]))
 
 
-@APP.route("/v1/pricing/calculations/<calculation_id>/lines/<int:line>/events")
+@APP.route(
+    "/v1/pricing/calculations/<calculation_id>/lines/<int:line>/events",
+    response=Page[LineEvent],
+    query=PAGE,
+)
 def line_events(request: Request) -> Reply:
     """The raw events behind a line, each with its meter version, in canonical order."""
     return list_reply(

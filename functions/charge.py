@@ -10,19 +10,37 @@ import stripe
 
 from core.config import settings
 from core.domain import errors, event_types
+from core.domain.responses.common import Page
+from core.domain.responses.payments import Payment, WebhookReceived
 from core.services import charging, jobs
 from core.services.caller import SYSTEM
 from core.services.cloudevents import ReceivedEvent
 from core.services.requests import after_commit as requests_after_commit
+from functions import parameters
+from functions.declarations import PAGE, body_id, choice, header, text
 from functions.http import FunctionApp, Reply, Request, list_reply
 
 APP = FunctionApp("charge")
+STRIPE_EVENT = {"type": "object", "description": "a Stripe event, as Stripe signed it"}
+STRIPE_SIGNATURE = header(
+    "Stripe-Signature", "Stripe's signature of the body (STRIPE_WEBHOOK_SECRET)", required=True
+)
 HANDLERS = {charging.ATTEMPT_JOB: charging.run_attempt}
 
 log = logging.getLogger(__name__)
 
 
-@APP.route("/v1/payments")
+@APP.route(
+    "/v1/payments",
+    response=Page[Payment],
+    links=[body_id("payment_id", "charge.get_payment", "/data/0/id")],
+    query=[
+        parameters.customer_id(),
+        text("invoice_id", max_length=128),
+        choice("status", charging.PAYMENT_STATUSES),
+        *PAGE,
+    ],
+)
 def list_payments(request: Request) -> Reply:
     """Payment attempts: `customer_id`, `invoice_id` and `status` filter."""
     return list_reply(
@@ -36,13 +54,21 @@ def list_payments(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/payments/<payment_id>")
+@APP.route("/v1/payments/<payment_id>", response=Payment)
 def get_payment(request: Request) -> Reply:
     return Reply(charging.get_payment(request.params["payment_id"]))
 
 
 # Webhooks authenticate by the provider's signature, not by an API key (scope None).
-@APP.route("/v1/webhooks/stripe", ["POST"], scope=None)
+@APP.route(
+    "/v1/webhooks/stripe",
+    ["POST"],
+    scope=None,
+    body=STRIPE_EVENT,
+    response=WebhookReceived,
+    errors=[401],
+    headers=[STRIPE_SIGNATURE],
+)
 def stripe_webhook(request: Request) -> Reply:
     secret = settings().stripe_webhook_secret
     if not secret:

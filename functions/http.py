@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 import flask
@@ -26,7 +27,7 @@ from cloudevents.http import from_http
 from pydantic import BaseModel
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from core import auth
 from core.config import settings
@@ -54,6 +55,7 @@ from core.services import (
     stats,
 )
 from core.services.caller import Caller
+from functions.declarations import Answer, Link, QueryParameter
 
 log = logging.getLogger("abaxus.http")
 
@@ -156,6 +158,8 @@ class Request:
     params: dict[str, str]
     caller: Caller | None
     request_id: str
+    # The query parameters its route declares (None: a console page, which reads any).
+    declared_query: Mapping[str, QueryParameter] | None = None
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
 
@@ -167,15 +171,32 @@ class Request:
         return self._json
 
     def query(self, name: str) -> str | None:
-        return self.raw.args.get(name)
+        """A query parameter's value, checked against its declaration; a handler reads
+        only the parameters its route declares (the OpenAPI document lists them)."""
+        value = self.raw.args.get(name)
+        if self.declared_query is None:
+            return value
+        declared = self.declared_query.get(name)
+        assert declared is not None, (
+            f"query parameter {name!r} is read but not declared by its route (query=...)"
+        )
+        problem = None if value is None else declared.refusal(value)
+        if problem is not None:
+            raise errors.ValidationFailed(
+                f"{name} {problem}",
+                code=declared.code,
+                errors=[errors.FieldError(("query", name), problem)],
+            )
+        return value
 
     def limit(self) -> int:
         return parse_limit(self.query("limit"))
 
     def instant(self, name: str, *, required: bool = False) -> datetime | None:
-        """An RFC 3339 query parameter (with an offset) as a UTC datetime."""
+        """An RFC 3339 query parameter (with an offset) as a UTC datetime. Absent is
+        None (or 422 when required); present but empty is not an instant (422)."""
         raw = self.query(name)
-        if not raw:
+        if raw is None:
             if required:
                 raise errors.ValidationFailed(
                     f"{name} is required", errors=[errors.FieldError(("query", name), "required")]
@@ -247,9 +268,37 @@ class Route:
     # A console page (functions/console): HTML, form bodies, session-authenticated by the
     # page itself, and not part of the API document.
     page: bool = False
+    # Its success answer (functions/declarations.py): JSON answers are rendered through it.
+    response: Answer | None = None
+    # The query parameters it reads (and only those: Request.query refuses others).
+    query: tuple[QueryParameter, ...] = ()
+    # Error statuses beyond those every route of its kind may answer (functions/openapi.py).
+    errors: tuple[int, ...] = ()
+    # Other success statuses, with the same answer (201 created, 200 the existing one).
+    also: tuple[int, ...] = ()
+    # Operations a client can call next with what the answer holds (OpenAPI links).
+    links: tuple[Link, ...] = ()
+    # Request headers it reads besides Authorization and Idempotency-Key.
+    headers: tuple[QueryParameter, ...] = ()
+
+    @cached_property
+    def query_parameters(self) -> dict[str, QueryParameter]:
+        return {parameter.name: parameter for parameter in self.query}
 
 
 DEAD_LETTER_PATH = "/dead-letters"
+
+
+class InvoiceIdConverter(BaseConverter):
+    """`<invoice:invoice_id>`: an invoice id (`inv_…`), so that the words beside it in
+    paths (`/v1/invoices/bulk`, `/v1/invoices/runs/…`) are never taken for an invoice:
+    `GET /v1/invoices/bulk` is a 405 naming POST, not a search for invoice "bulk"."""
+
+    regex = r"inv_[^/]+"
+    part_isolating = True  # one path segment (werkzeug assumes not when a regex has a /)
+
+
+PATH_CONVERTERS: dict[str, type[BaseConverter]] = {"invoice": InvoiceIdConverter}
 
 
 class FunctionApp:
@@ -260,7 +309,7 @@ class FunctionApp:
         self.routes: dict[str, Route] = {}
         self.event_handlers: dict[str, cloudevents.EventHandler] = {}
         self.rerun_on_redelivery: set[str] = set()
-        self._map = Map(strict_slashes=False, merge_slashes=False)
+        self._map = Map(strict_slashes=False, merge_slashes=False, converters=PATH_CONVERTERS)
 
     # -- declaration -------------------------------------------------------------------
 
@@ -275,9 +324,18 @@ class FunctionApp:
         implemented: bool = True,
         secret_fields: tuple[str, ...] = (),
         page: bool = False,
+        response: Any = None,
+        query: Sequence[QueryParameter] = (),
+        errors: Sequence[int] = (),
+        also: Sequence[int] = (),
+        links: Sequence[Link] = (),
+        headers: Sequence[QueryParameter] = (),
     ) -> Callable[[RouteHandler], RouteHandler]:
         """Declare a route. The default scope is `read` for GET and `admin` otherwise;
-        `body` and `status` describe it in the OpenAPI document."""
+        `body`, `status`, `response` (a pydantic model or union the JSON answer is rendered
+        through, or a hand-written JSON schema), `query`, `errors`, `also` and `links`
+        describe it in the OpenAPI document."""
+        answer = None if response is None else Answer(response)
 
         def register(handler: RouteHandler) -> RouteHandler:
             for method in methods:
@@ -295,6 +353,12 @@ class FunctionApp:
                     implemented,
                     secret_fields,
                     page,
+                    answer,
+                    tuple(query),
+                    tuple(errors),
+                    tuple(also),
+                    tuple(links),
+                    tuple(headers),
                 )
                 self._map.add(Rule(rule, methods=[method], endpoint=endpoint))
             return handler
@@ -465,9 +529,10 @@ class FunctionApp:
                     code="invalid_characters",
                     errors=[errors.FieldError(("query", name), "NUL character")],
                 )
-        context = Request(request, body, params, caller, request_id)
+        declared = None if route.page else route.query_parameters
+        context = Request(request, body, params, caller, request_id, declared)
         if request.method != "POST" or key is None or caller is None:
-            return render(route.handler(context))
+            return render(route.handler(context), route.response)
         if not IDEMPOTENCY_KEY_PATTERN.match(key):
             raise errors.ValidationFailed(
                 "Idempotency-Key must be 1 to 255 printable ASCII characters",
@@ -475,7 +540,7 @@ class FunctionApp:
             )
 
         def compute() -> idempotency.StoredResponse:
-            return _stored(render(route.handler(context)))
+            return _stored(render(route.handler(context), route.response))
 
         def render_error(error: errors.AbaxusError) -> idempotency.StoredResponse:
             return _stored(self._problem(error, request_id))
@@ -708,7 +773,9 @@ def decode_event_data(headers: Mapping[str, str], body: bytes) -> Any:
     return envelope.get("data")
 
 
-def render(reply: Reply) -> flask.Response:
+def render(reply: Reply, answer: Answer | None = None) -> flask.Response:
+    """A reply as a response: a body already rendered as it is; a JSON body through the
+    route's declared answer (validated and serialized by its model) when it has one."""
     if reply.body is None:
         return flask.Response(status=reply.status, headers=reply.headers)
     if reply.content_type is not None:
@@ -716,7 +783,7 @@ def render(reply: Reply) -> flask.Response:
             reply.body, status=reply.status, headers=reply.headers, content_type=reply.content_type
         )
     return flask.Response(
-        to_json(reply.body),
+        to_json(reply.body if answer is None else answer.dump(reply.body)),
         status=reply.status,
         headers=reply.headers,
         content_type=JSON_CONTENT_TYPE,

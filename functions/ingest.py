@@ -19,10 +19,14 @@ from core import auth
 from core.config import settings
 from core.domain import errors, event_types
 from core.domain.events import BATCH_EVENTS_MAX, EVENT_SCHEMA
+from core.domain.responses.common import Page
+from core.domain.responses.ingest import BATCH_RESULT_SCHEMA, EVENT_ACCEPTED_SCHEMA
+from core.domain.responses.usage import StoredEvent
 from core.observability import http_requests
 from core.services import ingest as ingestion
 from core.services.cloudevents import ReceivedEvent
-from functions import asgi
+from functions import asgi, parameters
+from functions.declarations import PAGE, instant
 from functions.framework import PROBLEM_CONTENT_TYPE, problem_body
 from functions.http import (
     INTERNAL_ERROR_DETAIL,
@@ -49,6 +53,9 @@ log = logging.getLogger(__name__)
     scope=auth.SCOPE_EVENTS_WRITE,
     body=EVENT_SCHEMA,
     status=202,
+    # Written by hand on the hot path (`single_event_reply`), so described by hand too.
+    response=EVENT_ACCEPTED_SCHEMA,
+    errors=[409],
 )
 def post_event(request: Request) -> Reply:
     """With an Idempotency-Key header, the event commits with the header's idempotency
@@ -94,6 +101,7 @@ def single_event_reply(outcome: ingestion.Outcome) -> Reply:
         },
     },
     status=207,
+    response=BATCH_RESULT_SCHEMA,  # written byte for byte by `batch_response`
 )
 def post_batch(request: Request) -> Reply:
     body = request.json()
@@ -141,7 +149,17 @@ def batch_response(outcomes: Sequence[ingestion.Outcome]) -> bytes:
     ).encode()
 
 
-@APP.route("/v1/events")
+@APP.route(
+    "/v1/events",
+    response=Page[StoredEvent],
+    query=[
+        parameters.customer_id("events are listed per customer", required=True),
+        parameters.metric_key("only this metric's"),
+        instant("from", "events with a timestamp at or after it"),
+        instant("to", "events with a timestamp before it"),
+        *PAGE,
+    ],
+)
 def list_events(request: Request) -> Reply:
     customer_id = request.required("customer_id")  # events are listed per customer
     page = ingestion.list_events(

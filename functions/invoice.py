@@ -12,10 +12,21 @@ from core.config import settings
 from core.domain import errors, event_types
 from core.domain.invoices import BulkRun, MarkPaid, NewAdjustment, NewInvoice, VoidInvoice
 from core.domain.invoices.status import STATUSES, InvoiceStatus
+from core.domain.responses.common import Page
+from core.domain.responses.invoices import (
+    Adjustment,
+    Invoice,
+    InvoiceExplanation,
+    InvoiceRun,
+    InvoiceRunStarted,
+)
+from core.domain.responses.payments import ChargeQueued
 from core.services import charging, invoice_documents, invoicing, jobs
 from core.services.cloudevents import ReceivedEvent
 from core.services.invoicing import adjustments, cycles, lifecycle, views
 from core.services.requests import after_commit as requests_after_commit
+from functions import parameters
+from functions.declarations import PAGE, body_id, choice
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
 APP = FunctionApp("invoice")
@@ -28,7 +39,14 @@ JOB_HANDLERS: dict[str, JobHandler] = {
 log = logging.getLogger(__name__)
 
 
-@APP.route("/v1/invoices/bulk", ["POST"], body=BulkRun, status=202)
+@APP.route(
+    "/v1/invoices/bulk",
+    ["POST"],
+    body=BulkRun,
+    status=202,
+    response=InvoiceRunStarted,
+    links=[body_id("run_id", "invoice.run_status")],
+)
 def bulk_run(request: Request) -> Reply:
     """Invoice every subscription whose period ends at period_end, through the CloudEvents
     pipeline; answers at once with the run (follow it at /v1/invoices/runs/{id})."""
@@ -39,12 +57,19 @@ def bulk_run(request: Request) -> Reply:
     return Reply(run, status=202)
 
 
-@APP.route("/v1/invoices/runs/<run_id>")
+@APP.route("/v1/invoices/runs/<run_id>", response=InvoiceRun)
 def run_status(request: Request) -> Reply:
     return Reply(cycles.run_status(request.params["run_id"]))
 
 
-@APP.route("/v1/invoices/<invoice_id>/charge", ["POST"], status=202)
+@APP.route(
+    "/v1/invoices/<invoice:invoice_id>/charge",
+    ["POST"],
+    status=202,
+    response=ChargeQueued,
+    errors=[409],
+    links=[body_id("invoice_id", "charge.list_payments", "/invoice_id")],
+)
 def charge_invoice(request: Request) -> Reply:
     """Queue a payment attempt through the customer's provider; it runs once this request
     has committed, before the answer (and from the queue on every billing tick until it
@@ -61,14 +86,42 @@ def _run_due_attempts() -> None:
         log.exception("running payment attempts failed; the billing tick retries")
 
 
-@APP.route("/v1/invoices/<invoice_id>/mark-paid", ["POST"], body=MarkPaid)
+@APP.route(
+    "/v1/invoices/<invoice:invoice_id>/mark-paid",
+    ["POST"],
+    body=MarkPaid,
+    response=Invoice,
+    errors=[409],
+)
 def mark_paid(request: Request) -> Reply:
     body = validate(MarkPaid, request.json())
     charging.mark_paid(request.require_caller(), request.params["invoice_id"], body.reference)
     return Reply(views.get_invoice(request.params["invoice_id"]))
 
 
-@APP.route("/v1/invoices", ["POST"], body=NewInvoice, status=201)
+@APP.route(
+    "/v1/invoices",
+    ["POST"],
+    body=NewInvoice,
+    status=201,
+    also=[200],
+    response=Invoice,
+    errors=[404, 409],
+    links=[
+        body_id("invoice_id", f"invoice.{name}")
+        for name in (
+            "get_invoice",
+            "invoice_html",
+            "invoice_pdf",
+            "issue_invoice",
+            "refresh_invoice",
+            "void_invoice",
+            "explain_invoice",
+            "charge_invoice",
+            "mark_paid",
+        )
+    ],
+)
 def create_invoice(request: Request) -> Reply:
     """The period's draft: 201 when created, 200 with the period's live invoice otherwise.
     When the period's invoices are all void, the new draft is their replacement
@@ -80,7 +133,11 @@ def create_invoice(request: Request) -> Reply:
     return Reply(invoice, status=201 if created else 200)
 
 
-@APP.route("/v1/invoices")
+@APP.route(
+    "/v1/invoices",
+    response=Page[Invoice],
+    query=[parameters.customer_id(), choice("status", STATUSES), *PAGE],
+)
 def list_invoices(request: Request) -> Reply:
     return list_reply(
         *views.list_invoices(
@@ -92,18 +149,18 @@ def list_invoices(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/invoices/<invoice_id>")
+@APP.route("/v1/invoices/<invoice:invoice_id>", response=Invoice)
 def get_invoice(request: Request) -> Reply:
     return Reply(views.get_invoice(request.params["invoice_id"]))
 
 
-@APP.route("/v1/invoices/<invoice_id>.html")
+@APP.route("/v1/invoices/<invoice:invoice_id>.html")
 def invoice_html(request: Request) -> Reply:
     html, _ = invoice_documents.render(request.params["invoice_id"])
     return Reply(html, content_type="text/html; charset=utf-8")
 
 
-@APP.route("/v1/invoices/<invoice_id>.pdf")
+@APP.route("/v1/invoices/<invoice:invoice_id>.pdf", errors=[409])
 def invoice_pdf(request: Request) -> Reply:
     """The issued invoice as a PDF (A4); a draft has none: 409 invoice_not_issued."""
     pdf = invoice_documents.pdf(request.params["invoice_id"])
@@ -114,7 +171,7 @@ def invoice_pdf(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/invoices/<invoice_id>/issue", ["POST"])
+@APP.route("/v1/invoices/<invoice:invoice_id>/issue", ["POST"], response=Invoice, errors=[409])
 def issue_invoice(request: Request) -> Reply:
     """Number the invoice and make it final; with SMTP configured, its email job runs
     right after the commit (and on every billing tick until it succeeds)."""
@@ -123,7 +180,7 @@ def issue_invoice(request: Request) -> Reply:
     return Reply(issued)
 
 
-@APP.route("/v1/invoices/<invoice_id>/refresh", ["POST"])
+@APP.route("/v1/invoices/<invoice:invoice_id>/refresh", ["POST"], response=Invoice, errors=[409])
 def refresh_invoice(request: Request) -> Reply:
     """Re-price a draft from the current exact usage and pending adjustments (without a
     scan when nothing it was priced from changed); 409 for an invoice that is not a draft."""
@@ -148,7 +205,13 @@ def email_after_commit(invoice_id: str) -> None:
     requests_after_commit(send)
 
 
-@APP.route("/v1/invoices/<invoice_id>/void", ["POST"], body=VoidInvoice)
+@APP.route(
+    "/v1/invoices/<invoice:invoice_id>/void",
+    ["POST"],
+    body=VoidInvoice,
+    response=Invoice,
+    errors=[409],
+)
 def void_invoice(request: Request) -> Reply:
     body = validate(VoidInvoice, request.json())
     return Reply(
@@ -156,18 +219,29 @@ def void_invoice(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/invoices/<invoice_id>/explain")
+@APP.route("/v1/invoices/<invoice:invoice_id>/explain", response=InvoiceExplanation)
 def explain_invoice(request: Request) -> Reply:
     return Reply(views.explain(request.params["invoice_id"]))
 
 
-@APP.route("/v1/adjustments", ["POST"], body=NewAdjustment, status=201)
+@APP.route(
+    "/v1/adjustments",
+    ["POST"],
+    body=NewAdjustment,
+    status=201,
+    response=Adjustment,
+    links=[body_id("customer_id", "invoice.list_adjustments", "/customer_id")],
+)
 def create_adjustment(request: Request) -> Reply:
     body = validate(NewAdjustment, request.json())
     return Reply(adjustments.record_adjustment(request.require_caller(), body), status=201)
 
 
-@APP.route("/v1/adjustments")
+@APP.route(
+    "/v1/adjustments",
+    response=Page[Adjustment],
+    query=[parameters.customer_id("the customer whose adjustments", required=True), *PAGE],
+)
 def list_adjustments(request: Request) -> Reply:
     return list_reply(
         *views.list_adjustments(

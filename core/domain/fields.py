@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BeforeValidator, PlainSerializer, StringCon
 
 from core.domain.canonical import decimal_text
 from core.domain.instants import to_utc
-from core.domain.money import AmountError, to_decimal
+from core.domain.money import AmountError, is_currency, to_decimal
 
 
 def _exact(value: Any) -> Decimal:
@@ -49,3 +49,13 @@ PropertyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64
 PropertyValue = Annotated[str, StringConstraints(min_length=0, max_length=256)]
 ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def _currency(value: str) -> str:
+    if not is_currency(value):
+        raise ValueError(f"{value} is not an ISO 4217 currency")
+    return value
+
+
+# An ISO 4217 code that babel knows (so its minor units are known): "USD", "JPY", "BHD".
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]

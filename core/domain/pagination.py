@@ -15,9 +15,12 @@ CURSOR_CHARS_MAX = 2000
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    """`?limit=` absent is the default; present, a whole number from 1 to LIMIT_MAX (an
+    empty `?limit=` is not a number either)."""
+    if raw is None:
         return LIMIT_DEFAULT
-    if not raw.isdigit() or not 1 <= int(raw) <= LIMIT_MAX:
+    # ASCII digits only: str.isdigit() is true for "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= LIMIT_MAX:
         raise ValidationFailed(
             f"limit must be a whole number from 1 to {LIMIT_MAX}",
             errors=[FieldError(("query", "limit"), f"expected 1..{LIMIT_MAX}, got {raw[:20]!r}")],

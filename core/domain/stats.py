@@ -6,7 +6,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from dateutil.relativedelta import relativedelta
@@ -19,6 +19,7 @@ LATENCY_BUCKETS_MS: tuple[int, ...] = (
     300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 2_147_483_647,
 )  # fmt: skip
 CHANGE_PLACES = Decimal("0.001")
+WINDOW_DAYS_MAX = 3660  # ten years, compared with the ten before
 
 
 def bucket_of(milliseconds: float) -> int:
@@ -74,6 +75,9 @@ def windows(start: datetime | None, end: datetime | None, now: datetime) -> Wind
         raise ValueError("give both from and to, or neither")
     if end <= start:
         raise ValueError("to must be after from")
+    if end - start > timedelta(days=WINDOW_DAYS_MAX):
+        # The previous window starts as far before `from`: bounded, it is an instant too.
+        raise ValueError(f"a window covers at most {WINDOW_DAYS_MAX} days")
     first = start.astimezone(UTC)
     if first == first.replace(day=1, hour=0, minute=0, second=0, microsecond=0) and (
         end == first + relativedelta(months=1)

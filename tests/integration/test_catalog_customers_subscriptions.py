@@ -320,7 +320,11 @@ def test_every_catalog_post_replays_its_first_response(api, path, body):
         path, json=body, headers={**api.headers, "Idempotency-Key": f"idem-{path}"}
     )
     assert first.status_code == 201 and again.status_code == 201
-    assert again.get_data() == first.get_data() and again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    if path == "/v1/api-keys":  # its secret is shown once: the replay answers without it
+        assert again.get_json() == {k: v for k, v in first.get_json().items() if k != "secret"}
+    else:
+        assert again.get_data() == first.get_data()
     assert len(api.get("/v1/audit?limit=1000")["data"]) == before + 1
 
 

@@ -115,7 +115,9 @@ def test_replay_returns_the_first_response_and_creates_nothing_new(api, admin_se
     first = api.post("/v1/api-keys", json=payload, headers=headers)
     again = api.post("/v1/api-keys", json=payload, headers=headers)
     assert first.status_code == again.status_code == 201
-    assert again.get_data() == first.get_data()
+    # The secret is shown once: the replay is the first answer without it, and says so.
+    assert again.get_json() == {k: v for k, v in first.get_json().items() if k != "secret"}
+    assert again.headers["Abaxus-Secret-Redacted"] == "secret"
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
     assert _count_keys() == 2  # the admin key and one created key
@@ -244,9 +246,24 @@ def test_body_over_one_mebibyte_is_413(api, admin_secret):
     )
 
 
-def test_a_route_whose_issue_has_not_landed_says_501_honestly(api, admin_secret):
-    body = _problem(api.get("/v1/stats", headers=bearer(admin_secret)), 501, "not_implemented")
+def test_a_route_whose_issue_has_not_landed_says_501_honestly(admin_secret):
+    client = create_app(target="probe", source=PROBE).test_client()
+    body = _problem(client.get("/v1/later", headers=bearer(admin_secret)), 501, "not_implemented")
     assert "not implemented yet" in body["detail"]
+
+
+def test_an_answer_is_rendered_through_its_model_and_an_undeclared_field_fails_loudly(db):
+    client = create_app(target="probe", source=PROBE).test_client()
+    assert client.get("/v1/priced").get_data() == b'{"amount": "12.34"}'
+    body = _problem(client.get("/v1/priced?extra=1"), 500, "internal_error")
+    assert "extra" not in body["detail"]
+
+
+def test_a_handler_reading_an_undeclared_query_parameter_fails_loudly(db, caplog):
+    client = create_app(target="probe", source=PROBE).test_client()
+    _problem(client.get("/v1/undeclared?amount=1"), 500, "internal_error")
+    record = next(r for r in caplog.records if r.getMessage() == "unhandled error")
+    assert "'amount' is read but not declared" in str(record.exc_info[1])
 
 
 def test_an_unexpected_exception_is_a_500_problem_with_the_request_id_logged(db, caplog):

@@ -183,6 +183,33 @@ def test_a_credit_bigger_than_the_invoice_is_carried_forward(billing):
     assert july["total"] == "3"  # platform fee 10 - 7
 
 
+def test_an_adjustment_names_only_the_customers_own_invoice_and_subscription(billing):
+    client, subscription_id = billing
+    june = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    base = {"customer_id": "cust_acme", "amount": "-2", "reason": "refund of a fee"}
+    for extra, code, field in (
+        ({"invoice_id": "inv_" + "0" * 120}, "unknown_invoice", "invoice_id"),
+        ({"subscription_id": "sub_nope"}, "unknown_subscription", "subscription_id"),
+        ({"invoice_id": june["id"], "currency": "EUR"}, "currency_mismatch", "currency"),
+        ({"currency": "AAA"}, "validation_error", "currency"),
+    ):
+        refused = client.call("POST", "/v1/adjustments", {**base, **extra}, 422)
+        assert refused["code"] == code
+        assert [e["loc"][-1] for e in refused["errors"]] == [field]
+    assert client.call("GET", "/v1/adjustments?customer_id=cust_acme")["data"] == []
+    created = client.call(
+        "POST",
+        "/v1/adjustments",
+        {**base, "invoice_id": june["id"], "subscription_id": subscription_id},
+        201,
+    )
+    assert (created["original_invoice_id"], created["currency"], created["amount_delta"]) == (
+        june["id"],
+        june["currency"],
+        "-2",
+    )
+
+
 def test_voiding(billing):
     client, subscription_id = billing
     client.call(

@@ -1,5 +1,5 @@
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -7,6 +7,7 @@ from core import auth
 from core.adapters.queue import BACKOFF_MAX_SECONDS, backoff
 from core.domain.errors import ValidationFailed
 from core.domain.pagination import LIMIT_DEFAULT, decode_cursor, encode_cursor, parse_limit
+from core.domain.stats import WINDOW_DAYS_MAX, windows
 from functions.routes import owner_of
 
 
@@ -18,7 +19,7 @@ def test_queue_backoff_doubles_then_caps():
 def test_limit_defaults_and_bounds():
     assert parse_limit(None) == LIMIT_DEFAULT
     assert parse_limit("1000") == 1000
-    for bad in ("0", "1001", "-1", "ten", "1.5"):
+    for bad in ("0", "1001", "-1", "ten", "1.5", "", "²", "١٢", " 5"):
         with pytest.raises(ValidationFailed):
             parse_limit(bad)
 
@@ -68,3 +69,11 @@ def test_event_ids_are_distinct_96_bit_random_hex() -> None:
     assert len(ids) == len(set(ids)) == 500
     assert all(re.fullmatch(r"evt_[0-9a-f]{24}", event_id) for event_id in ids)
     assert _new_event_ids(1)[0] not in ids and _new_event_ids(0) == []
+
+
+def test_a_stats_window_is_bounded_so_the_one_before_it_is_an_instant_too():
+    start = datetime(2026, 12, 6, tzinfo=UTC)
+    found = windows(start, start + timedelta(days=WINDOW_DAYS_MAX), start)
+    assert found.previous_start == start - timedelta(days=WINDOW_DAYS_MAX)
+    with pytest.raises(ValueError, match="at most"):  # 6850 - 4824 years was a 500
+        windows(start, datetime(6850, 5, 4, tzinfo=UTC), start)

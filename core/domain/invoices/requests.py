@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from core.domain.fields import ClientId, ExactDecimal, Instant
+from core.domain.fields import ClientId, CurrencyCode, ExactDecimal, Instant
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
@@ -32,7 +32,7 @@ class NewAdjustment(BaseModel):
     amount: ExactDecimal
     reason: Reason
     description: Reason | None = None
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    currency: CurrencyCode | None = None
     subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     invoice_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from core.adapters import queue
 from core.adapters.postgres import customers as customer_rows
 from core.adapters.postgres import invoices as rows
+from core.adapters.postgres import subscriptions as subscription_rows
 from core.adapters.postgres.database import get_database
 from core.domain.errors import FieldError, ValidationFailed
 from core.domain.invoices import NewAdjustment, status
@@ -36,7 +37,7 @@ def record_adjustment(caller: Caller, body: NewAdjustment) -> dict[str, Any]:
                 code="unknown_customer",
                 errors=[FieldError(("body", "customer_id"), "unknown customer")],
             )
-        currency = body.currency or customer["currency"]
+        currency = _adjustment_currency(connection, body, customer["currency"])
         created = rows.insert_adjustment(
             connection,
             {
@@ -61,6 +62,38 @@ def record_adjustment(caller: Caller, body: NewAdjustment) -> dict[str, Any]:
             state=shown,
         )
         return shown
+
+
+def _adjustment_currency(connection: Connection, body: NewAdjustment, default: str) -> str:
+    """The currency a manual adjustment is in, once the invoice and subscription it names
+    are shown to exist and to be the customer's: the invoice's currency, else the one the
+    request gives, else the customer's. A currency that contradicts the invoice is
+    refused, as is an invoice or subscription of another customer."""
+    currency = body.currency
+    if body.subscription_id is not None:
+        subscription = subscription_rows.get(connection, body.subscription_id)
+        if subscription is None or subscription["customer_id"] != body.customer_id:
+            raise ValidationFailed(
+                f"customer {body.customer_id!r} has no subscription {body.subscription_id!r}",
+                code="unknown_subscription",
+                errors=[FieldError(("body", "subscription_id"), "not this customer's")],
+            )
+    if body.invoice_id is not None:
+        invoice = rows.get(connection, body.invoice_id)
+        if invoice is None or invoice["customer_id"] != body.customer_id:
+            raise ValidationFailed(
+                f"customer {body.customer_id!r} has no invoice {body.invoice_id!r}",
+                code="unknown_invoice",
+                errors=[FieldError(("body", "invoice_id"), "not this customer's")],
+            )
+        if currency is not None and currency != invoice["currency"]:
+            raise ValidationFailed(
+                f"invoice {body.invoice_id!r} is in {invoice['currency']}, not {currency}",
+                code="currency_mismatch",
+                errors=[FieldError(("body", "currency"), "differs from the invoice's")],
+            )
+        currency = invoice["currency"]
+    return currency or default
 
 
 def record_late_usage(connection: Connection, job_ids: list[int]) -> int:

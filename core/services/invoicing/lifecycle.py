@@ -46,9 +46,15 @@ from core.services.invoicing.views import view
 ADJUSTMENTS_KIND = "adjustments"
 
 
+NET_TERMS_DAYS_MAX = 3650
+
+
 def _net_terms(customer: dict[str, Any]) -> int:
-    custom = (customer.get("metadata") or {}).get("net_terms_days")
-    if isinstance(custom, int | Decimal | str) and str(custom).isdigit():
+    """A customer's `metadata.net_terms_days` when it is a whole number of days (ASCII
+    digits: "²" is a digit to str.isdigit() and not to int(); at most ten years, so that
+    the due date is an instant), else the deployment's."""
+    custom = str((customer.get("metadata") or {}).get("net_terms_days", ""))
+    if custom.isascii() and custom.isdigit() and int(custom) <= NET_TERMS_DAYS_MAX:
         return int(custom)
     return settings().abaxus_net_terms_days
 

@@ -1,0 +1,199 @@
+"""The catalog as the API shows it: API keys, metrics and their versions, price plans and
+their charges, customers and subscriptions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
+
+from core.domain.metrics import Aggregation
+from core.domain.periods import Interval
+from core.domain.responses.common import (
+    Currency,
+    DecimalText,
+    InstantText,
+    Period,
+    ResponseModel,
+)
+
+Scope = Literal["events:write", "read", "admin"]
+
+
+class ApiKey(ResponseModel):
+    """An API key: never its hash, never its secret."""
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    prefix: str = Field(description="the first characters of the secret, to recognise it")
+    created_at: InstantText
+    revoked_at: InstantText | None
+
+
+class CreatedApiKey(ApiKey):
+    """A new key. `secret` is in this answer only: a replay under the same Idempotency-Key
+    answers without it (header Abaxus-Secret-Redacted), so the schema does not require it."""
+
+    secret: str | SkipJsonSchema[None] = Field(default=None, description="abx_…, shown once")
+
+
+class MetricVersion(ResponseModel):
+    version: int
+    name: str
+    unit: str
+    aggregation: Aggregation
+    unique_property: str | None
+    percentile: DecimalText | None
+    filters: dict[str, list[str]]
+    group_by: list[str]
+    effective_from: InstantText
+    effective_to: InstantText | None = Field(description="where the next version starts")
+    created_at: InstantText
+
+
+class Metric(ResponseModel):
+    """A metric with the definition in force now (the first version if none is yet) and
+    every version with its [effective_from, effective_to)."""
+
+    key: str
+    version: int
+    name: str
+    unit: str
+    aggregation: Aggregation
+    unique_property: str | None
+    percentile: DecimalText | None
+    filters: dict[str, list[str]]
+    group_by: list[str]
+    effective_from: InstantText
+    effective_to: InstantText | None
+    created_at: InstantText
+    archived_at: InstantText | None
+    versions: list[MetricVersion]
+
+
+# -- charges, one shape per pricing model (discriminated by `model`) ------------------------
+# As stored with a plan version every field is present (null when unset); inside a
+# calculation line (`charge_definition`) fields that are null are left out.
+
+
+class _ChargeShown(ResponseModel):
+    name: str | None = None
+
+
+class TierShown(ResponseModel):
+    up_to: DecimalText | None = Field(default=None, description="inclusive; null: open-ended")
+    unit_price: DecimalText
+    flat_fee: DecimalText
+
+
+class PerUnitCharge(_ChargeShown):
+    model: Literal["per_unit"]
+    metric_key: str
+    unit_price: DecimalText
+
+
+class TieredCharge(_ChargeShown):
+    model: Literal["tiered"]
+    metric_key: str
+    tiers: list[TierShown]
+
+
+class VolumeCharge(_ChargeShown):
+    model: Literal["volume"]
+    metric_key: str
+    tiers: list[TierShown]
+
+
+class PackageCharge(_ChargeShown):
+    model: Literal["package"]
+    metric_key: str
+    package_size: DecimalText
+    package_price: DecimalText
+    free_units: DecimalText
+
+
+class FlatFeeCharge(_ChargeShown):
+    model: Literal["flat_fee"]
+    amount: DecimalText
+
+
+class MatrixPriceShown(ResponseModel):
+    match: dict[str, str]
+    unit_price: DecimalText
+
+
+class MatrixCharge(_ChargeShown):
+    model: Literal["matrix"]
+    metric_key: str
+    prices: list[MatrixPriceShown]
+    default_unit_price: DecimalText | None = None
+
+
+class CustomFormulaCharge(_ChargeShown):
+    model: Literal["custom_formula"]
+    metric_key: str
+    formula: str
+
+
+ChargeShown = Annotated[
+    PerUnitCharge
+    | TieredCharge
+    | VolumeCharge
+    | PackageCharge
+    | FlatFeeCharge
+    | MatrixCharge
+    | CustomFormulaCharge,
+    Field(discriminator="model"),
+]
+
+
+class Plan(ResponseModel):
+    """One version of a price plan (the latest unless `?version=` asked for another)."""
+
+    code: str
+    version: int
+    name: str
+    currency: Currency
+    currency_minor_units: int
+    interval: Interval
+    charges: list[ChargeShown]
+    definition_sha256: str = Field(description="SHA-256 (hex) of the version's definition")
+    versions: list[int]
+    created_at: InstantText
+    archived_at: InstantText | None
+
+
+class Customer(ResponseModel):
+    id: str
+    name: str
+    email: str | None
+    currency: Currency
+    region: str | None
+    billing_provider: Literal["stripe", "manual"]
+    provider_customer_id: str | None
+    payment_method: str | None
+    metadata: dict[str, str]
+    created_at: InstantText
+    updated_at: InstantText
+    archived_at: InstantText | None
+
+
+class Subscription(ResponseModel):
+    id: str
+    customer_id: str
+    plan_code: str
+    plan_version: int
+    interval: Interval
+    status: Literal["scheduled", "active", "ended"]
+    starts_at: InstantText
+    ends_at: InstantText | None
+    canceled_at: InstantText | None
+    current_period: Period | None = Field(
+        description="the period containing now (the first before the start); null once ended"
+    )
+    overrides: list[dict[str, Any]] = Field(
+        description="each names its charge (`charge` or `metric_key`) and the fields it replaces"
+    )
+    created_at: InstantText

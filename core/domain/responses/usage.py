@@ -1,0 +1,100 @@
+"""Usage as the API shows it: raw events, summaries (real-time or exact) and their parity."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from core.domain.responses.common import (
+    Checksum,
+    DecimalText,
+    InstantText,
+    ResponseModel,
+)
+
+
+class StoredEvent(ResponseModel):
+    """A raw event as stored: properties as their canonical JSON, `received_at` and the
+    ingesting region."""
+
+    id: str
+    customer_id: str
+    metric_key: str
+    value: DecimalText
+    timestamp: InstantText
+    properties: dict[str, Any]
+    idempotency_key: str
+    received_at: InstantText
+    region: str
+
+
+class UsageGroup(ResponseModel):
+    """The usage of one group of a metric's `group_by` under one meter version."""
+
+    meter_version: int
+    group: dict[str, str | None]
+    value: DecimalText
+    event_count: int
+
+
+class UsageSummary(ResponseModel):
+    """One metric's usage of a customer in [from, to)."""
+
+    customer_id: str
+    metric_key: str
+    from_: InstantText = Field(alias="from")
+    to: InstantText
+    value: DecimalText | None = Field(
+        description="null when the meter versions in the window aggregate differently "
+        "(then `groups` has each version's value)"
+    )
+    event_count: int
+    consistency: Literal["eventual", "exact"]
+    as_of: InstantText = Field(
+        description="realtime: the fold watermark (events received before it are counted)"
+    )
+    approximate: bool = Field(description="a real-time percentile from its sketch")
+    meter_versions: list[int]
+    groups: list[UsageGroup]
+    checksum: Checksum | None = Field(description="exact mode: of exactly the events counted")
+
+
+class UsageSummaries(ResponseModel):
+    """Without `metric_key`: every metric the customer has usage for in the window."""
+
+    data: list[UsageSummary]
+
+
+class ParitySide(ResponseModel):
+    value: DecimalText | None
+    event_count: int
+    approximate: bool
+    meter_versions: list[int]
+    groups: list[UsageGroup]
+
+
+class ExactParitySide(ParitySide):
+    checksum: Checksum | None
+
+
+class MetricParity(ResponseModel):
+    metric_key: str
+    status: Literal["agree", "catching_up", "drift"]
+    realtime: ParitySide
+    exact: ExactParitySide
+    difference: DecimalText | None
+    pending_event_count: int = Field(description="events in the window not folded yet")
+    refold_pending: bool
+
+
+class UsageParity(ResponseModel):
+    """Real-time against exact for every metric of a customer, read in one snapshot."""
+
+    customer_id: str
+    from_: InstantText = Field(alias="from")
+    to: InstantText
+    as_of: InstantText
+    caught_up: bool
+    agree: bool
+    data: list[MetricParity]
