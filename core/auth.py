@@ -19,7 +19,10 @@ SECRET_CHARS_MAX = 200
 SCOPE_EVENTS_WRITE = "events:write"
 SCOPE_READ = "read"
 SCOPE_ADMIN = "admin"
-SCOPES = (SCOPE_EVENTS_WRITE, SCOPE_READ, SCOPE_ADMIN)
+# A new version of a metric (a contract change) and corrections of its usage, for keys of
+# the team that owns the metric (API.md §18); admin keys may do both for any metric.
+SCOPE_CORRECTIONS_WRITE = "corrections:write"
+SCOPES = (SCOPE_EVENTS_WRITE, SCOPE_READ, SCOPE_ADMIN, SCOPE_CORRECTIONS_WRITE)
 
 
 def new_secret() -> str:

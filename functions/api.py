@@ -9,6 +9,8 @@ import flask
 import functions_framework
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import auth
+from core.domain.contracts import TeamName
 from core.domain.customers import Cancellation, CustomerFields, NewCustomer, NewSubscription
 from core.domain.errors import FieldError, ValidationFailed
 from core.domain.fields import PlanCode
@@ -18,6 +20,7 @@ from core.domain.responses.catalog import (
     ApiKey,
     CreatedApiKey,
     Customer,
+    EventJsonSchema,
     Metric,
     Plan,
     Subscription,
@@ -41,8 +44,12 @@ class CreateApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=200)]
     scopes: Annotated[
-        list[Literal["events:write", "read", "admin"]], Field(min_length=1, max_length=3)
+        list[Literal["events:write", "read", "admin", "corrections:write"]],
+        Field(min_length=1, max_length=4),
     ]
+    team: TeamName | None = Field(
+        default=None, description="the team the key belongs to: owners of metrics (§18)"
+    )
 
 
 @APP.route(
@@ -58,7 +65,9 @@ def create_api_key(request: Request) -> Reply:
     """The key with its `secret`, shown in this answer only (a replay under the same
     Idempotency-Key answers without it: header Abaxus-Secret-Redacted)."""
     body = validate(CreateApiKey, request.json())
-    created = api_keys.create_key(request.require_caller(), name=body.name, scopes=body.scopes)
+    created = api_keys.create_key(
+        request.require_caller(), name=body.name, scopes=body.scopes, team=body.team
+    )
     return Reply({**created.key, "secret": created.secret}, status=201)
 
 
@@ -111,11 +120,33 @@ def get_metric(request: Request) -> Reply:
     status=201,
     response=Metric,
     errors=[409],
+    # admin, or the owning team's corrections:write key (403 not_owner otherwise)
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
 )
 def create_metric_version(request: Request) -> Reply:
     definition = validate(MetricVersionDefinition, request.json())
     return Reply(
         metrics.add_version(request.require_caller(), request.params["key"], definition), status=201
+    )
+
+
+@APP.route("/v1/metrics/<key>/versions/<int:version>/schema", response=EventJsonSchema)
+def metric_version_schema(request: Request) -> Reply:
+    """The JSON Schema (draft 2020-12) of a whole event of that version: what a producer
+    validates before sending; a CloudEvent may name it in `dataschema`."""
+    return Reply(metrics.version_schema(request.params["key"], int(request.params["version"])))
+
+
+@APP.route("/v1/metrics/<key>/contract")
+def metric_contract(request: Request) -> Reply:
+    """The metric's contract in force as an Open Data Contract Standard (ODCS v3) YAML
+    document."""
+    key = request.params["key"]
+    url = flask.request.host_url.rstrip("/") + f"/v1/metrics/{key}/versions/{{version}}/schema"
+    return Reply(
+        metrics.odcs_contract(key, url),
+        content_type="application/yaml; charset=utf-8",
+        headers={"Content-Disposition": f'inline; filename="{key}.odcs.yaml"'},
     )
 
 

@@ -8,10 +8,11 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Annotated, Any
 
 import flask
 import functions_framework.aio
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 
@@ -19,14 +20,16 @@ from core import auth
 from core.config import settings
 from core.domain import errors, event_types
 from core.domain.events import BATCH_EVENTS_MAX, EVENT_SCHEMA
+from core.domain.fields import MetricKey
 from core.domain.responses.common import Page
 from core.domain.responses.ingest import BATCH_RESULT_SCHEMA, EVENT_ACCEPTED_SCHEMA
-from core.domain.responses.usage import StoredEvent
+from core.domain.responses.usage import QuarantinedEvent, QuarantineRelease, StoredEvent
 from core.observability import http_requests
 from core.services import ingest as ingestion
+from core.services import quarantine
 from core.services.cloudevents import ReceivedEvent
 from functions import asgi, parameters
-from functions.declarations import PAGE, instant
+from functions.declarations import PAGE, choice, instant
 from functions.framework import PROBLEM_CONTENT_TYPE, problem_body
 from functions.http import (
     INTERNAL_ERROR_DETAIL,
@@ -41,6 +44,7 @@ from functions.http import (
     render,
     request_id_of,
     to_json,
+    validate,
 )
 
 APP = FunctionApp("ingest")
@@ -63,7 +67,9 @@ def post_event(request: Request) -> Reply:
     below: concurrent single events are grouped into one transaction); it hands a request
     here only when its body or key cannot be read, and this route then answers that error
     (401 before a malformed body) without writing anything."""
-    return single_event_reply(ingestion.ingest_single(request.json()))
+    return single_event_reply(
+        ingestion.ingest_single(request.json(), producer=request.require_caller().name)
+    )
 
 
 def single_event_reply(outcome: ingestion.Outcome) -> Reply:
@@ -71,11 +77,13 @@ def single_event_reply(outcome: ingestion.Outcome) -> Reply:
     invalid event."""
     if outcome.outcome == "conflict":
         raise errors.Conflict(outcome.detail or "idempotency conflict", code="idempotency_conflict")
+    if outcome.code == "producer_not_allowed":
+        raise errors.Forbidden(outcome.detail or "not a producer", code="producer_not_allowed")
     if outcome.outcome == "invalid":
         raise errors.ValidationFailed(
             outcome.detail or "invalid event",
             code=outcome.code or "validation_error",
-            errors=[errors.FieldError(("body", *e.loc), e.msg) for e in outcome.errors],
+            errors=[errors.FieldError(("body", *e.loc), e.msg, e.type) for e in outcome.errors],
         )
     return Reply(
         {"status": outcome.outcome, "idempotency_key": outcome.idempotency_key, "id": outcome.id},
@@ -122,7 +130,7 @@ def post_batch(request: Request) -> Reply:
             f"a batch holds at most {BATCH_EVENTS_MAX} events, this one {len(events)}",
             code="batch_too_large",
         )
-    outcomes = ingestion.ingest(events)
+    outcomes = ingestion.ingest(events, producer=request.require_caller().name)
     return Reply(batch_response(outcomes), status=207, content_type=JSON_CONTENT_TYPE)
 
 
@@ -142,10 +150,11 @@ def batch_response(outcomes: Sequence[ingestion.Outcome]) -> bytes:
         else:
             entries.append(to_json(o.result()).decode("utf-8"))
     counts = Counter(o.outcome for o in outcomes)
-    accepted, duplicates = counts["accepted"], counts["duplicate"]
+    accepted, duplicates, held = counts["accepted"], counts["duplicate"], counts["quarantined"]
+    rejected = len(outcomes) - accepted - duplicates - held
     return (
         f'{{"results": [{", ".join(entries)}], "accepted": {accepted}, '
-        f'"duplicates": {duplicates}, "rejected": {len(outcomes) - accepted - duplicates}}}'
+        f'"duplicates": {duplicates}, "quarantined": {held}, "rejected": {rejected}}}'
     ).encode()
 
 
@@ -173,6 +182,57 @@ def list_events(request: Request) -> Reply:
     return list_reply(*page)
 
 
+@APP.route(
+    "/v1/quarantine",
+    response=Page[QuarantinedEvent],
+    query=[
+        parameters.metric_key("only this metric's"),
+        parameters.customer_id("only this customer's"),
+        choice("status", ("held", "released"), "held: still quarantined", default="held"),
+        *PAGE,
+    ],
+)
+def list_quarantine(request: Request) -> Reply:
+    """Events held because they broke a quarantining contract, with their violations."""
+    return list_reply(
+        *quarantine.list_held(
+            metric_key=request.query("metric_key") or None,
+            customer_id=request.query("customer_id") or None,
+            released=request.one_of("status", ("held", "released")) == "released",
+            cursor=request.query("cursor"),
+            limit=request.limit(),
+        )
+    )
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric_key: MetricKey
+    ids: (
+        Annotated[
+            list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
+            Field(min_length=1, max_length=quarantine.RELEASE_EVENTS_MAX),
+        ]
+        | None
+    ) = Field(default=None, description="these events only; absent: every held event")
+
+
+@APP.route(
+    "/v1/quarantine/release",
+    ["POST"],
+    body=ReleaseRequest,
+    response=QuarantineRelease,
+    errors=[404],
+    # admin, or the owning team's corrections:write key (403 not_owner otherwise)
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
+)
+def release_quarantine(request: Request) -> Reply:
+    """Check held events against the contract in force for their timestamps now; those
+    that pass are counted (as late usage where their period is invoiced)."""
+    body = validate(ReleaseRequest, request.json())
+    return Reply(quarantine.release(request.require_caller(), body.metric_key, body.ids))
+
+
 @APP.on_event(event_types.USAGE_REPORTED)
 def on_usage_reported(event: ReceivedEvent) -> None:
     """`data` is one event or a list. Without an idempotency_key, an event's key is
@@ -192,7 +252,8 @@ def on_usage_reported(event: ReceivedEvent) -> None:
             raw_events.append({**item, "idempotency_key": key})
         else:
             raw_events.append(item)
-    outcomes = ingestion.ingest(raw_events)
+    # A contract's `producers` names the CloudEvent sources that may emit its metric.
+    outcomes = ingestion.ingest(raw_events, producer=event.source)
     refused = [o for o in outcomes if o.outcome in {"invalid", "conflict"}]
     if refused:
         details = "; ".join(f"[{o.position}] {o.code}: {o.detail}" for o in refused[:10])

@@ -61,6 +61,23 @@ PATH_PATTERNS = {
 DOCUMENT_RESPONSES: dict[str, dict[str, Any]] = {
     ".html": {"text/html": {"schema": {"type": "string"}}},
     ".pdf": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+    # a metric's contract as an Open Data Contract Standard (v3) document
+    "/contract": {
+        "application/yaml": {
+            "schema": {
+                "type": "object",
+                "description": "an Open Data Contract Standard document (v3.0.2), as YAML",
+                "required": ["apiVersion", "kind", "id", "version", "schema"],
+                "properties": {
+                    "apiVersion": {"const": "v3.0.2"},
+                    "kind": {"const": "DataContract"},
+                    "id": {"type": "string"},
+                    "version": {"type": "string"},
+                    "schema": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        }
+    },
 }
 # Every error answer is a problem document; one shared response per status.
 ERRORS: dict[int, tuple[str, str]] = {

@@ -16,6 +16,7 @@ ROUTE_OWNERS: dict[str, str] = {
     "/v1/stats": "api",
     "/dashboard": "api",
     "/v1/events": "ingest",
+    "/v1/quarantine": "ingest",
     "/v1/usage": "aggregate",
     "/v1/pricing": "calculate",
     "/v1/invoices": "invoice",

@@ -9,6 +9,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.domain.contracts import Contract
 from core.domain.fields import ExactDecimal, Instant, MetricKey, Name, PropertyName, PropertyValue
 
 FILTER_KEYS_MAX = 20
@@ -47,6 +48,8 @@ class MetricVersionDefinition(BaseModel):
         default_factory=list
     )
     effective_from: Instant
+    # API.md §18: who owns the metric, who may produce its events, what they must be.
+    contract: Contract | None = None
 
     @model_validator(mode="after")
     def _aggregation_parameters(self) -> Self:

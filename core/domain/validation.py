@@ -89,6 +89,8 @@ def from_pydantic(
 def _code(items: Sequence[Any]) -> str:
     """A more precise code than validation_error where one error decides it."""
     for item in items:
+        if item["loc"] and item["loc"][0] == "contract":
+            return "invalid_contract"
         if isinstance(item.get("ctx", {}).get("error"), FormulaError):
             return "invalid_formula"
         if item["type"] == "union_tag_invalid":

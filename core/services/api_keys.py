@@ -42,6 +42,7 @@ def public_view(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "name": row["name"],
         "scopes": list(row["scopes"]),
+        "team": row["team"],
         "prefix": row["prefix"],
         "created_at": row["created_at"],
         "revoked_at": row["revoked_at"],
@@ -61,7 +62,12 @@ def _validate(name: str, scopes: Sequence[str]) -> list[str]:
 
 
 def create_key(
-    caller: Caller, *, name: str, scopes: Sequence[str], secret: str | None = None
+    caller: Caller,
+    *,
+    name: str,
+    scopes: Sequence[str],
+    secret: str | None = None,
+    team: str | None = None,
 ) -> CreatedKey:
     clean_scopes = _validate(name, scopes)
     secret = secret or auth.new_secret()
@@ -74,6 +80,7 @@ def create_key(
             prefix=auth.lookup_prefix(secret),
             secret_sha256=auth.secret_sha256(secret),
             created_at=datetime.now(UTC),
+            team=team,
         )
         view = public_view(row)
         audit.record(
@@ -171,7 +178,13 @@ def _match(secret: str, candidates: Sequence[dict[str, Any]], request_id: str | 
         if auth.secret_matches(secret, row["secret_sha256"]):
             if row["revoked_at"] is not None:
                 raise Unauthenticated("API key revoked", code="api_key_revoked")
-            return Caller(row["id"], frozenset(row["scopes"]), request_id)
+            return Caller(
+                row["id"],
+                frozenset(row["scopes"]),
+                request_id,
+                name=row["name"],
+                team=row["team"],
+            )
     raise Unauthenticated("unknown API key")
 
 

@@ -37,7 +37,8 @@ def record(
             "entity_id": entity_id,
             "request_id": caller.request_id,
             "state_sha256": sha256_of(state),
-            "changes": changes,
+            # The key is the actor; its team, when it has one, is named beside it (§18).
+            "changes": changes if caller.team is None else {**(changes or {}), "team": caller.team},
         },
     )
 

@@ -10,6 +10,8 @@ class Caller:
     api_key_id: str
     scopes: frozenset[str]
     request_id: str | None = None
+    name: str | None = None  # the key's name: the producer a contract's `producers` names
+    team: str | None = None  # the team the key belongs to: owners of metrics (API.md §18)
 
     @property
     def actor(self) -> str:

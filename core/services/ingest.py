@@ -7,6 +7,7 @@ key, other content: nothing changes), invalid (with a stable code)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections import Counter
@@ -23,18 +24,22 @@ from core.adapters.postgres import events as rows
 from core.adapters.postgres.database import Database, after_commit, get_database, get_group_database
 from core.config import settings
 from core.domain import event_types
-from core.domain.errors import AbaxusError, FieldError, ValidationFailed
+from core.domain.errors import AbaxusError, FieldError, Unavailable, ValidationFailed
 from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.pagination import decode_cursor, encode_cursor
 from core.observability import events_ingested, ingest_batch_size, ingest_duration
-from core.services import api_keys, notify
+from core.services import api_keys, contracts, notify
 from core.services.aggregation import AGGREGATE_QUEUE, FOLD_JOB
+from core.services.caller import Caller
 from core.services.group_commit import AsyncGroupCommit
 
 # One job per transaction hands its new events to aggregation; its payload counts them.
 FOLD_HANDOFF = queue.CountedJob(AGGREGATE_QUEUE, FOLD_JOB, count_key="events")
 
-STATUS = {"accepted": 202, "duplicate": 200, "conflict": 409, "invalid": 422}
+STATUS = {"accepted": 202, "quarantined": 202, "duplicate": 200, "conflict": 409, "invalid": 422}
+# A store statement that finds a metric's catalog changed since its events were checked
+# stores nothing; they are checked again against the new versions, at most this often.
+CONTRACT_RECHECKS_MAX = 5
 
 
 class Outcome(NamedTuple):
@@ -64,6 +69,11 @@ class Outcome(NamedTuple):
             entry["code"] = self.code
         if self.detail is not None:
             entry["detail"] = self.detail
+        if self.errors:
+            entry["errors"] = [
+                {"loc": list(error.loc), "msg": error.msg, "type": error.type}
+                for error in self.errors
+            ]
         return entry
 
 
@@ -108,9 +118,18 @@ def _within_batch(
     return outcomes, list(firsts.values()), repeats
 
 
+Producer = str | None | Sequence[str | None]
+
+
 def ingest(
-    raw_events: Sequence[Any], *, now: datetime | None = None, database: Database | None = None
+    raw_events: Sequence[Any],
+    *,
+    now: datetime | None = None,
+    database: Database | None = None,
+    producer: Producer = None,
 ) -> list[Outcome]:
+    """`producer`: who sent the events — the API key's name over HTTP, the CloudEvent's
+    `source` — one for all of them, or one per event; a contract's `producers` names them."""
     started = time.perf_counter()
     config = settings()
     now = now or datetime.now(UTC)
@@ -127,12 +146,20 @@ def ingest(
             database.maintenance_engine, month_starts(e.timestamp for _, e in firsts)
         )
         with database.transaction() as connection:
-            _store(connection, firsts, outcomes, region=config.abaxus_region)
+            _store(
+                connection,
+                firsts,
+                outcomes,
+                region=config.abaxus_region,
+                producers=_producers(producer, len(parsed)),
+            )
     for index, first in repeats.items():
         original = outcomes[first]
         outcomes[index] = Outcome(
             index,
-            "duplicate" if original.outcome in {"accepted", "duplicate"} else original.outcome,
+            "duplicate"
+            if original.outcome in {"accepted", "duplicate", "quarantined"}
+            else original.outcome,
             original.idempotency_key,
             original.id,
             original.code,
@@ -146,27 +173,127 @@ def ingest(
     return result
 
 
+def _producers(producer: Producer, count: int) -> Sequence[str | None]:
+    if producer is None or isinstance(producer, str):
+        return [producer] * count
+    return producer
+
+
+def _check_contracts(
+    firsts: list[tuple[int, UsageEvent]],
+    ids: Sequence[str],
+    producers: Sequence[str | None],
+) -> tuple[dict[int, Outcome], list[rows.Quarantined]]:
+    """Each event against the contract of the metric version in force at its timestamp
+    (API.md §18): the refused (producer_not_allowed, contract_violation under `reject`),
+    by position, and those to hold in quarantine."""
+    refused: dict[int, Outcome] = {}
+    held: list[rows.Quarantined] = []
+    if not contracts.BOOK.any_contract({event.metric_key for _, event in firsts}):
+        return refused, held
+    for (index, event), event_id in zip(firsts, ids, strict=True):
+        version, contract = contracts.BOOK.at(event.metric_key, event.timestamp)
+        if contract is None or version is None:
+            continue
+        key = event.idempotency_key
+        if not contract.producer_allowed(producers[index]):
+            refused[index] = Outcome(
+                index,
+                "invalid",
+                key,
+                code="producer_not_allowed",
+                detail=f"this producer may not emit {event.metric_key!r} events (its contract "
+                "names who may)",
+                errors=(FieldError(("metric_key",), "not a producer of this metric"),),
+            )
+            continue
+        violations = contract.check(event.value, event.properties)
+        if not violations:
+            continue
+        if contract.quarantines:
+            held.append(
+                rows.Quarantined(
+                    event_id,
+                    version,
+                    json.dumps([v.view() for v in violations]),
+                    producers[index],
+                )
+            )
+        else:
+            refused[index] = Outcome(
+                index,
+                "invalid",
+                key,
+                code="contract_violation",
+                detail=f"the event breaks the contract of {event.metric_key!r} version "
+                f"{version}: " + "; ".join(f"{v.pointer} {v.message}" for v in violations[:5]),
+                errors=tuple(
+                    FieldError(v.location, f"{v.pointer} {v.message}", v.rule) for v in violations
+                ),
+            )
+    return refused, held
+
+
 def _store(
     connection: Any,
     firsts: list[tuple[int, UsageEvent]],
     outcomes: dict[int, Outcome],
     *,
     region: str,
+    producers: Sequence[str | None],
 ) -> None:
     """Store the first event of each key in one statement (`rows.store`): accepted when its
-    key is new, duplicate or conflict against the stored event when not, unknown_metric
-    when its metric is unknown or archived (then nothing of it is stored)."""
+    key is new, quarantined when it broke a quarantining contract, duplicate or conflict
+    against the stored event when its key is not new, unknown_metric when its metric is
+    unknown or archived (then nothing of it is stored); refused by its metric's contract
+    (then nothing of it is stored either)."""
+    keys = {event.metric_key for _, event in firsts}
+    contracts.BOOK.ensure(connection, keys)
+    all_ids = _new_event_ids(len(firsts))
+    for _ in range(CONTRACT_RECHECKS_MAX):
+        refused, held = _check_contracts(firsts, all_ids, producers)
+        storable = [
+            (pair, event_id)
+            for pair, event_id in zip(firsts, all_ids, strict=True)
+            if pair[0] not in refused
+        ]
+        stored = rows.store(
+            connection,
+            [event for (_, event), _ in storable],
+            [event_id for _, event_id in storable],
+            FOLD_HANDOFF,
+            region=region,
+            stamps=contracts.BOOK.latest(keys),
+            quarantine=held,
+        )
+        if stored.fresh:
+            break
+        contracts.BOOK.reload(connection, keys)  # a new version committed: check again
+    else:
+        raise Unavailable(
+            "the metrics' definitions kept changing while these events were stored; retry",
+            code="catalog_changing",
+        )
+    outcomes.update(refused)
+    firsts_by_index = dict(firsts)
+    quarantined = {q.event_id for q in held}
+    firsts = [pair for pair, _ in storable]
+    ids = [event_id for _, event_id in storable]
     events = [event for _, event in firsts]
-    ids = _new_event_ids(len(firsts))
-    stored = rows.store(connection, events, ids, FOLD_HANDOFF, region=region)
     earlier = rows.stored_keys(
         connection,
         [
             e.idempotency_key
             for e in events
             if e.metric_key in stored.active and e.idempotency_key not in stored.claimed
-        ],
+        ]
+        + [outcome.idempotency_key for outcome in refused.values() if outcome.idempotency_key],
     )
+    for index, outcome in refused.items():
+        # A resend of an event stored before its contract changed is still its duplicate.
+        found = earlier.get(outcome.idempotency_key or "")
+        if found is not None:
+            outcomes[index] = _against_stored(index, firsts_by_index[index], found)
     for (index, event), event_id in zip(firsts, ids, strict=True):
         key = event.idempotency_key
         if event.metric_key not in stored.active:
@@ -179,19 +306,14 @@ def _store(
                 errors=(FieldError(("metric_key",), "unknown or archived metric"),),
             )
         elif key in stored.claimed:
-            outcomes[index] = Outcome(index, "accepted", key, event_id)
-        elif earlier[key][0] == event.content_sha256:
-            outcomes[index] = Outcome(index, "duplicate", key, earlier[key][1])
-        else:
             outcomes[index] = Outcome(
-                index,
-                "conflict",
-                key,
-                earlier[key][1],
-                code="idempotency_conflict",
-                detail="an event with this key and other content is stored; it was not changed",
+                index, "quarantined" if event_id in quarantined else "accepted", key, event_id
             )
-    if stored.moved != len(stored.claimed) or (stored.job_id is None) != (not stored.claimed):
+        else:
+            outcomes[index] = _against_stored(index, event, earlier[key])
+    if stored.moved + stored.held != len(stored.claimed) or (stored.job_id is None) != (
+        stored.moved == 0
+    ):
         # The invariant, checked before anything commits.
         raise RuntimeError(f"ingest moved {stored.moved} events, expected {len(stored.claimed)}")
     job_id = stored.job_id
@@ -204,6 +326,21 @@ def _store(
                 coalesce=True,
             )
         )
+
+
+def _against_stored(index: int, event: UsageEvent, stored: tuple[str, str]) -> Outcome:
+    """An event whose key is stored already: its duplicate, or a conflict."""
+    sha256, event_id = stored
+    if sha256 == event.content_sha256:
+        return Outcome(index, "duplicate", event.idempotency_key, event_id)
+    return Outcome(
+        index,
+        "conflict",
+        event.idempotency_key,
+        event_id,
+        code="idempotency_conflict",
+        detail="an event with this key and other content is stored; it was not changed",
+    )
 
 
 @dataclass(frozen=True)
@@ -222,8 +359,15 @@ def _ingest_group(items: Sequence[_Grouped]) -> list[Outcome | AbaxusError]:
             connection, [item.api_key for item in items], auth.SCOPE_EVENTS_WRITE
         )
         refused = {key: v for key, v in verdicts.items() if isinstance(v, AbaxusError)}
-        allowed = [item.raw_event for item in items if item.api_key not in refused]
-        outcomes = iter(ingest(allowed, database=database))
+        allowed = [item for item in items if item.api_key not in refused]
+        names = [verdicts[item.api_key] for item in allowed]
+        outcomes = iter(
+            ingest(
+                [item.raw_event for item in allowed],
+                database=database,
+                producer=[name.name if isinstance(name, Caller) else None for name in names],
+            )
+        )
     # In order: a refused request gets its key's error, the others their events' outcomes.
     return [refused[item.api_key] if item.api_key in refused else next(outcomes) for item in items]
 
@@ -231,10 +375,10 @@ def _ingest_group(items: Sequence[_Grouped]) -> list[Outcome | AbaxusError]:
 _single_events = AsyncGroupCommit(_ingest_group)
 
 
-def ingest_single(raw_event: Any) -> Outcome:
+def ingest_single(raw_event: Any, *, producer: str | None = None) -> Outcome:
     """One event of an already authenticated request, written in the caller's transaction
     (an Idempotency-Key record, for one, must commit atomically with it)."""
-    (outcome,) = ingest([raw_event])
+    (outcome,) = ingest([raw_event], producer=producer)
     return outcome
 
 

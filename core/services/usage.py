@@ -157,6 +157,15 @@ def _one(
         mode=mode,
         as_of=as_of,
     )
+    rendered["excluded_events"] = usage_rows.excluded_count(
+        connection,
+        exact=mode == "exact",
+        customer_id=customer_id,
+        metric_key=metric_key,
+        versions=versions,
+        start=start,
+        end=end,
+    )
     return rendered
 
 

@@ -238,3 +238,45 @@ def test_the_group_commit_pool_plans_its_constant_statements_once(db):
         assert driver_rows(connection, "SHOW plan_cache_mode", {}) == [("force_generic_plan",)]
     with get_database().transaction() as connection:
         assert driver_rows(connection, "SHOW plan_cache_mode", {}) == [("auto",)]
+
+
+def test_metrics_with_filters_are_refolded_so_their_excluded_events_are_counted(admin_url):
+    """Revision 0016 starts counting the events filters exclude; for events stored before
+    it, it enqueues a refold of every metric with filters, from its first version on."""
+    from alembic import command
+
+    from core.adapters.postgres.migrate import alembic_config
+
+    name = "abaxus_test_excluded_backfill"
+    drop_database(admin_url, name)
+    create_database(admin_url, name)
+    url = _with_database(admin_url, name)
+    try:
+        engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0015")
+            connection.commit()
+        engine.dispose()
+        with psycopg.connect(url, autocommit=True) as connection:
+            for key, filters in (("filtered", '{"region": ["eu"]}'), ("plain", "{}")):
+                connection.execute("INSERT INTO metrics (key) VALUES (%s)", (key,))
+                for version, start in ((1, "2026-02-01T00:00:00Z"), (2, "2026-05-01T00:00:00Z")):
+                    connection.execute(
+                        "INSERT INTO metric_versions (metric_key, version, name, unit, "
+                        "aggregation, filters, effective_from) VALUES (%s, %s, 'n', 'u', 'sum', "
+                        "%s, %s)",
+                        (key, version, filters if version == 2 else "{}", start),
+                    )
+        assert upgrade_to_head(url) == head_revision()
+        with psycopg.connect(url) as connection:
+            jobs = connection.execute(
+                "SELECT queue, kind, payload FROM jobs WHERE kind = 'refold'"
+            ).fetchall()
+        assert [(queue, kind, payload["metric_key"]) for queue, kind, payload in jobs] == [
+            ("aggregate", "refold", "filtered")
+        ]
+        assert datetime.fromisoformat(jobs[0][2]["since"]) == datetime(2026, 2, 1, tzinfo=UTC)
+    finally:
+        drop_database(admin_url, name)

@@ -21,6 +21,7 @@ def insert_key(
     prefix: str,
     secret_sha256: str,
     created_at: datetime,
+    team: str | None = None,
 ) -> dict[str, Any]:
     row = connection.execute(
         insert(api_keys)
@@ -31,6 +32,7 @@ def insert_key(
             prefix=prefix,
             secret_sha256=secret_sha256,
             created_at=created_at,
+            team=team,
         )
         .returning(*api_keys.c)
     ).one()

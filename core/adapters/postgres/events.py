@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -42,13 +43,28 @@ EVENT_COLUMNS = (
 
 class Stored(NamedTuple):
     """What one store statement did: which of the events' metrics are active (an event of
-    any other metric was not stored), the idempotency keys it claimed (their events are
-    stored now), the hand-off job's id (None when nothing was new) and the events moved."""
+    any other metric was not stored) with the stamp of their latest version, whether the
+    stamps were the ones the events were checked against (`fresh`: when not, nothing was
+    stored), the idempotency keys it claimed (their events are stored now), the hand-off
+    job's id (None when nothing was counted), the events moved into `events` and those
+    held in quarantine."""
 
-    active: set[str]
+    active: dict[str, str]
+    fresh: bool
     claimed: set[str]
     job_id: int | None
     moved: int
+    held: int
+
+
+class Quarantined(NamedTuple):
+    """An event to hold in quarantine instead of counting it: its id, the metric version
+    whose contract it broke, the violations (JSON) and who produced it."""
+
+    event_id: str
+    version: int
+    violations_json: str
+    producer: str | None
 
 
 # The events arrive as one JSON parameter of the statement that stores them: an array per
@@ -57,30 +73,52 @@ class Stored(NamedTuple):
 # and empty at commit. Measured against the COPY into a temp table it replaced
 # (docs/benchmarks.md): one event 0.18 ms of Python and 0.29 ms of PostgreSQL CPU instead
 # of 0.43 and 0.66; 500 events 1.7 and 6.5 ms instead of 2.1 and 7.3.
+#
+# Contracts (core/services/contracts.py): the events were checked against the versions whose
+# stamps are in %(stamps)s; if a metric has another latest version now, the statement stores
+# nothing (`fresh` false) and the caller checks again. Events in %(quarantine)s are held in
+# quarantined_events, their keys claimed like any other, and are not counted.
+VERSION_STAMP_SQL = (
+    "(SELECT v.version || ':' || (extract(epoch FROM v.created_at) * 1000000)::bigint "
+    "FROM metric_versions v WHERE v.metric_key = m.key ORDER BY v.version DESC LIMIT 1)"
+)
 _STORE_SQL = (
-    "WITH active AS (SELECT key FROM metrics WHERE key = ANY(%(metric_keys)s::text[]) "  # noqa: S608 - constant SQL: the job statement is this module's
-    "AND archived_at IS NULL), "
+    f"WITH active AS (SELECT m.key, {VERSION_STAMP_SQL} AS stamp FROM metrics m "  # noqa: S608 - constant SQL: the job statement is this module's
+    "WHERE m.key = ANY(%(metric_keys)s::text[]) AND m.archived_at IS NULL), "
+    "fresh AS (SELECT NOT EXISTS (SELECT 1 FROM active a "
+    "WHERE a.stamp IS DISTINCT FROM %(stamps)s::jsonb ->> a.key) AS ok), "
+    "quarantine AS (SELECT q->>0 AS id, (q->>1)::integer AS version, q->2 AS violations, "
+    "q->>3 AS producer FROM jsonb_array_elements(%(quarantine)s::jsonb) AS q), "
     "input AS (SELECT r->>0 AS id, r->>1 AS customer_id, r->>2 AS metric_key, "
     "(r->>3)::numeric(20, 10) AS value, (r->>4)::timestamptz AS timestamp, "
     "r->5 AS properties, r->>6 AS idempotency_key, r->>7 AS content_sha256, "
     "(r->>8)::numeric(78, 0) AS digest FROM jsonb_array_elements(%(events)s::jsonb) AS r), "
     "claimed AS (INSERT INTO event_keys (idempotency_key, content_sha256, event_id, "
     "event_timestamp) SELECT idempotency_key, content_sha256, id, timestamp FROM input "
-    "WHERE metric_key IN (SELECT key FROM active) ORDER BY idempotency_key "
+    "WHERE metric_key IN (SELECT key FROM active) AND (SELECT ok FROM fresh) "
+    "ORDER BY idempotency_key "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, event_id), "
+    "counted AS (SELECT event_id FROM claimed WHERE event_id NOT IN (SELECT id FROM quarantine)), "
     "job AS ({job}), "  # CountedJob.sql: filled in by _store_sql
     f"moved AS (INSERT INTO events ({EVENT_COLUMNS}, region, ingest_job_id) "
     "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, "
     "s.idempotency_key, s.content_sha256, s.digest, %(region)s, (SELECT id FROM job) "
-    "FROM input s WHERE s.id IN (SELECT event_id FROM claimed) RETURNING 1) "
-    "SELECT ARRAY(SELECT key FROM active), ARRAY(SELECT idempotency_key FROM claimed), "
-    "(SELECT id FROM job), (SELECT count(*) FROM moved)"
+    "FROM input s WHERE s.id IN (SELECT event_id FROM counted) RETURNING 1), "
+    "held AS (INSERT INTO quarantined_events (id, customer_id, metric_key, value, timestamp, "
+    "properties, idempotency_key, content_sha256, digest, region, producer, metric_version, "
+    "violations) SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, "
+    "s.idempotency_key, s.content_sha256, s.digest, %(region)s, q.producer, q.version, "
+    "q.violations FROM input s JOIN quarantine q ON q.id = s.id "
+    "WHERE s.id IN (SELECT event_id FROM claimed) RETURNING 1) "
+    "SELECT (SELECT coalesce(jsonb_object_agg(key, stamp), '{}'::jsonb) FROM active), "
+    "(SELECT ok FROM fresh), ARRAY(SELECT idempotency_key FROM claimed), "
+    "(SELECT id FROM job), (SELECT count(*) FROM moved), (SELECT count(*) FROM held)"
 )
 
 
 @functools.cache
 def _store_sql(job: CountedJob) -> str:
-    return _STORE_SQL.replace("{job}", job.sql("claimed"))
+    return _STORE_SQL.replace("{job}", job.sql("counted"))
 
 
 def events_json(events: Sequence[UsageEvent], ids: Sequence[str]) -> str:
@@ -103,6 +141,8 @@ def store(
     job: CountedJob,
     *,
     region: str,
+    stamps: dict[str, str],
+    quarantine: Sequence[Quarantined] = (),
 ) -> Stored:
     """In one statement: the active metrics among the events', the new idempotency keys of
     the events of those metrics claimed, their events moved into `events`, and `job`
@@ -113,21 +153,32 @@ def store(
     it and then counts as not new. Only the input and the claimed keys are read: a join
     with event_keys would be planned against an input without statistics and scan
     event_keys, whose size only grows."""
-    ((active, keys, job_id, moved),) = driver_rows(
+    held = ",".join(
+        f'["{q.event_id}",{q.version},{q.violations_json},'
+        f"{'null' if q.producer is None else encode_basestring(q.producer)}]"
+        for q in quarantine
+    )
+    ((active, fresh, keys, job_id, moved, held_count),) = driver_rows(
         connection,
         _store_sql(job),
         {
-            "metric_keys": sorted({e.metric_key for e in events}),
+            # Every metric checked, not only those of the events stored: an event refused
+            # under a stale contract must be checked again too.
+            "metric_keys": sorted(stamps.keys() | {e.metric_key for e in events}),
+            "stamps": json.dumps(stamps),
+            "quarantine": f"[{held}]",
             "events": events_json(events, ids),
             "region": region,
             **job.params(),
         },
     )
     return Stored(
-        {str(key) for key in active},
+        {str(key): str(stamp) for key, stamp in active.items()},
+        bool(fresh),
         {str(key) for key in keys},
         None if job_id is None else int(job_id),
         int(moved),
+        int(held_count),
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from core.adapters.postgres.usage import (
     BIN_SQL,
+    excluded_rows,
     partial_columns,
     version_rows,
     window_of,
@@ -99,6 +100,23 @@ def fold(
             statement_params,
         )
         touched += int(result.rowcount)
+        excluded = excluded_rows(
+            version,
+            statement_params,
+            "x",
+            where=["metric_key = %(metric)s", *where],
+            window=window,
+        )
+        if excluded is not None:
+            connection.exec_driver_sql(
+                "INSERT INTO usage_rollup_excluded AS r (customer_id, metric_key, bucket_start, "
+                f"version, event_count) SELECT customer_id, metric_key, {BUCKET_SQL} AS bucket, "
+                f"{version.version}, count(*) {excluded} GROUP BY customer_id, metric_key, bucket "
+                "ORDER BY customer_id, metric_key, bucket "
+                "ON CONFLICT (customer_id, metric_key, bucket_start, version) DO UPDATE SET "
+                "event_count = r.event_count + excluded.event_count",
+                statement_params,
+            )
         if unique is not None:
             connection.exec_driver_sql(
                 f"INSERT INTO usage_rollup_distinct ({KEY_COLUMNS}, value_text) "
@@ -153,7 +171,12 @@ def refold(
     """Rebuild a metric's rollups from the hour of `since` on, from the events already
     folded (those of unfinished jobs are folded by their jobs)."""
     hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    for table in ("usage_rollups", "usage_rollup_distinct", "usage_rollup_sketch"):
+    for table in (
+        "usage_rollups",
+        "usage_rollup_distinct",
+        "usage_rollup_sketch",
+        "usage_rollup_excluded",
+    ):
         connection.exec_driver_sql(
             f"DELETE FROM {table} WHERE metric_key = %(metric)s AND bucket_start >= %(hour)s",
             {"metric": metric_key, "hour": hour},

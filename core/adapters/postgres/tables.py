@@ -33,6 +33,7 @@ api_keys = Table(
     Column("secret_sha256", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("team", Text),
 )
 
 idempotency_records = Table(
@@ -115,6 +116,7 @@ metric_versions = Table(
     Column("group_by", ARRAY(Text), nullable=False),
     Column("effective_from", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("contract", JSONB),
 )
 
 price_plans = Table(
@@ -231,6 +233,38 @@ usage_rollups = Table(
     Column("last_value", Numeric(20, 10, asdecimal=True)),
     Column("digest_sum", Numeric(asdecimal=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+quarantined_events = Table(
+    "quarantined_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("customer_id", Text, nullable=False),
+    Column("metric_key", Text, nullable=False),
+    Column("value", Numeric(20, 10, asdecimal=True), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("content_sha256", Text, nullable=False),
+    Column("digest", Numeric(78, 0, asdecimal=True), nullable=False),
+    Column("region", Text, nullable=False),
+    Column("producer", Text),
+    Column("metric_version", Integer, nullable=False),
+    Column("violations", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("released_at", DateTime(timezone=True)),
+    Column("released_by", Text),
+)
+
+usage_rollup_excluded = Table(
+    "usage_rollup_excluded",
+    metadata,
+    Column("customer_id", Text, primary_key=True),
+    Column("metric_key", Text, primary_key=True),
+    Column("bucket_start", DateTime(timezone=True), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("event_count", BigInteger, nullable=False),
 )
 
 usage_rollup_distinct = Table(

@@ -88,6 +88,33 @@ def version_rows(
     return f"FROM events WHERE {' AND '.join(clauses)}", group_sql, unique
 
 
+def excluded_rows(
+    version: MeterVersion,
+    params: dict[str, Any],
+    prefix: str,
+    *,
+    where: Sequence[str],
+    window: tuple[datetime, datetime | None],
+) -> str | None:
+    """The FROM-WHERE clause selecting the events of `where` in the version's window that
+    its filters exclude (a property missing or another value), or None without filters."""
+    if not version.filters:
+        return None
+    params[f"{prefix}_start"] = window[0]
+    clauses = [*where, f"timestamp >= %({prefix}_start)s"]
+    if window[1] is not None:
+        params[f"{prefix}_end"] = window[1]
+        clauses.append(f"timestamp < %({prefix}_end)s")
+    kept = []
+    for index, (name, allowed) in enumerate(sorted(version.filters.items())):
+        params[f"{prefix}_x{index}_values"] = list(allowed)
+        kept.append(
+            f"{_property(name, params, f'{prefix}_x{index}')} = ANY(%({prefix}_x{index}_values)s)"
+        )
+    clauses.append(f"NOT coalesce({' AND '.join(kept)}, false)")
+    return f"FROM events WHERE {' AND '.join(clauses)}"
+
+
 def partial_columns(version: MeterVersion) -> str:
     """Aggregates of a version's events in rollup shape (n, digests, total, smallest,
     largest, last_timestamp, last_key, last_value); `last` only for last meters."""
@@ -518,3 +545,53 @@ def event_counts(
         {"c": customer_id, "m": list(metric_keys), "s": start, "e": end},
     )
     return {str(key): int(count) for key, count in rows}
+
+
+def excluded_count(
+    connection: Connection,
+    *,
+    exact: bool,
+    customer_id: str,
+    metric_key: str,
+    versions: Sequence[MeterVersion],
+    start: datetime,
+    end: datetime,
+) -> int:
+    """How many events of [start, end) the filters of the versions in force exclude: stored,
+    not counted (API.md §18, `excluded_events`). Exact: from the events. Real time: whole
+    hours from usage_rollup_excluded (written by the fold) and the partial hours raw."""
+    params: dict[str, Any] = {"customer": customer_id, "metric": metric_key}
+    where = ["customer_id = %(customer)s", "metric_key = %(metric)s"]
+    parts = []
+    for index, version in enumerate(versions):
+        window = window_of(version, start, end)
+        if window is None or not version.filters:
+            continue
+        lower, upper = window[0], window[1] or end
+        if exact:
+            hours, raw_edges = None, [(lower, upper)]
+        else:
+            hours, raw_edges = edges(lower, upper)
+        if hours is not None:
+            params[f"h{index}_start"], params[f"h{index}_end"] = hours
+            parts.append(
+                "SELECT coalesce(sum(event_count), 0) AS n FROM usage_rollup_excluded "
+                f"WHERE customer_id = %(customer)s AND metric_key = %(metric)s "
+                f"AND version = {version.version} AND bucket_start >= %(h{index}_start)s "
+                f"AND bucket_start < %(h{index}_end)s"
+            )
+        for edge_index, edge in enumerate(raw_edges):
+            source = excluded_rows(
+                version, params, f"v{index}e{edge_index}", where=where, window=edge
+            )
+            if source is not None:
+                parts.append(f"SELECT count(*) AS n {source}")
+    if not parts:
+        return 0
+    union = " UNION ALL ".join(parts)
+    return int(
+        connection.exec_driver_sql(
+            f"SELECT coalesce(sum(n), 0) FROM ({union}) AS parts",
+            params,
+        ).scalar_one()
+    )

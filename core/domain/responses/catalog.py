@@ -18,7 +18,7 @@ from core.domain.responses.common import (
     ResponseModel,
 )
 
-Scope = Literal["events:write", "read", "admin"]
+Scope = Literal["events:write", "read", "admin", "corrections:write"]
 
 
 class ApiKey(ResponseModel):
@@ -27,6 +27,7 @@ class ApiKey(ResponseModel):
     id: str
     name: str
     scopes: list[Scope]
+    team: str | None = Field(description="the team the key belongs to (API.md §18)")
     prefix: str = Field(description="the first characters of the secret, to recognise it")
     created_at: InstantText
     revoked_at: InstantText | None
@@ -37,6 +38,41 @@ class CreatedApiKey(ApiKey):
     answers without it (header Abaxus-Secret-Redacted), so the schema does not require it."""
 
     secret: str | SkipJsonSchema[None] = Field(default=None, description="abx_…, shown once")
+
+
+class ValueRuleShown(ResponseModel):
+    type: Literal["integer", "number"]
+    minimum: DecimalText | None = None
+    maximum: DecimalText | None = None
+
+
+class ContractShown(ResponseModel):
+    """A metric version's data contract (API.md §18); fields left unset are absent."""
+
+    owner: str | None = Field(default=None, description="the team that owns the metric")
+    producers: list[str] | None = Field(
+        default=None, description="API key names (HTTP) or CloudEvent sources that may emit it"
+    )
+    value: ValueRuleShown | None = None
+    properties: dict[str, Any] | None = Field(
+        default=None, description="a JSON Schema (draft 2020-12) for the event's properties"
+    )
+    on_violation: Literal["reject", "quarantine"]
+
+
+class EventJsonSchema(ResponseModel):
+    """The JSON Schema (draft 2020-12) of a whole event of one metric version."""
+
+    schema_: Literal["https://json-schema.org/draft/2020-12/schema"] = Field(alias="$schema")
+    id_: str = Field(alias="$id", description="urn:abaxus:metric:{key}:v{version}")
+    title: str
+    type: Literal["object"]
+    required: list[str]
+    additionalProperties: bool
+    properties: dict[str, dict[str, Any]] = Field(
+        description="customer_id, metric_key, value, timestamp, idempotency_key, properties: "
+        "value and properties as the contract states them"
+    )
 
 
 class MetricVersion(ResponseModel):
@@ -50,6 +86,7 @@ class MetricVersion(ResponseModel):
     group_by: list[str]
     effective_from: InstantText
     effective_to: InstantText | None = Field(description="where the next version starts")
+    contract: ContractShown | None = Field(description="null: any well-formed event counts")
     created_at: InstantText
 
 
@@ -68,6 +105,9 @@ class Metric(ResponseModel):
     group_by: list[str]
     effective_from: InstantText
     effective_to: InstantText | None
+    contract: ContractShown | None = Field(description="the contract in force now")
+    owner: str | None = Field(description="the team owning the contract in force now")
+    producers: list[str] | None = Field(description="who may emit events now; null: any key")
     created_at: InstantText
     archived_at: InstantText | None
     versions: list[MetricVersion]

@@ -29,6 +29,48 @@ class StoredEvent(ResponseModel):
     region: str
 
 
+class Violation(ResponseModel):
+    pointer: str = Field(description="RFC 6901, within the event: /value, /properties/region")
+    rule: str = Field(description="the rule broken: required, enum, pattern, type, minimum, …")
+    message: str
+
+
+class QuarantinedEvent(ResponseModel):
+    """An event held, uncounted, because it broke its metric's quarantining contract."""
+
+    id: str
+    customer_id: str
+    metric_key: str
+    value: DecimalText
+    timestamp: InstantText
+    properties: dict[str, Any]
+    idempotency_key: str
+    producer: str | None = Field(description="the API key name or CloudEvent source")
+    metric_version: int = Field(description="the version whose contract it was last checked on")
+    violations: list[Violation]
+    received_at: InstantText
+    checked_at: InstantText
+    released_at: InstantText | None
+
+
+class ReleaseResult(ResponseModel):
+    id: str
+    status: Literal["released", "quarantined", "not_held"]
+    violations: list[Violation]
+
+
+class QuarantineRelease(ResponseModel):
+    """What a release did: events counted now, events still held (with the violations they
+    have under the contract in force), ids that name no held event of the metric."""
+
+    metric_key: str
+    released: int
+    still_quarantined: int
+    not_held: int
+    remaining: int = Field(description="events of the metric still held after this release")
+    results: list[ReleaseResult]
+
+
 class UsageGroup(ResponseModel):
     """The usage of one group of a metric's `group_by` under one meter version."""
 
@@ -58,6 +100,10 @@ class UsageSummary(ResponseModel):
     meter_versions: list[int]
     groups: list[UsageGroup]
     checksum: Checksum | None = Field(description="exact mode: of exactly the events counted")
+    excluded_events: int = Field(
+        description="events of the window stored but not counted because the meter's "
+        "filters exclude them (a property missing or with another value)"
+    )
 
 
 class UsageSummaries(ResponseModel):

@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
+
 from core.adapters.postgres import metrics as rows
 from core.adapters.postgres.database import get_database
-from core.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from core.domain.contracts import Contract, event_schema, may_change, odcs_document
+from core.domain.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition, effective_to
 from core.services import aggregation, audit
 from core.services.caller import Caller
@@ -25,6 +28,7 @@ VERSION_FIELDS = (
     "filters",
     "group_by",
     "effective_from",
+    "contract",
 )
 
 
@@ -49,9 +53,12 @@ def view(
     rendered = [_version_view(versions, index) for index in range(len(versions))]
     in_force = [v for v in rendered if v["effective_from"] <= now]
     current = in_force[-1] if in_force else rendered[0]
+    contract = current["contract"] or {}
     return {
         "key": metric["key"],
         **{k: v for k, v in current.items() if k != "created_at"},
+        "owner": contract.get("owner"),
+        "producers": contract.get("producers"),
         "created_at": metric["created_at"],
         "archived_at": metric["archived_at"],
         "versions": rendered,
@@ -70,6 +77,9 @@ def _version_values(key: str, number: int, definition: MetricVersionDefinition) 
         "filters": definition.filters,
         "group_by": definition.group_by,
         "effective_from": definition.effective_from,
+        "contract": None
+        if definition.contract is None
+        else definition.contract.model_dump(mode="json", exclude_none=True),
     }
 
 
@@ -101,6 +111,14 @@ def add_version(caller: Caller, key: str, definition: MetricVersionDefinition) -
             raise Conflict(f"metric {key!r} is archived", code="metric_archived")
         existing = rows.versions(connection, [key])[key]
         latest = existing[-1]
+        owner = (latest["contract"] or {}).get("owner")
+        if not may_change(caller.scopes, caller.team, owner):
+            raise Forbidden(
+                f"metric {key!r} is owned by "
+                + (f"team {owner!r}" if owner else "no team (admins change it)")
+                + "; a new version needs an admin key or a corrections:write key of that team",
+                code="not_owner",
+            )
         if definition.effective_from <= latest["effective_from"]:
             raise Conflict(
                 f"a new version must start after version {latest['version']} "
@@ -144,6 +162,41 @@ def archive_metric(caller: Caller, key: str) -> dict[str, Any]:
         mark=lambda connection, at: rows.archive(connection, key, at),
         load=lambda connection: _load(connection, key),
     )
+
+
+def _contract_of(row: dict[str, Any]) -> Contract | None:
+    return None if row["contract"] is None else Contract.model_validate(row["contract"])
+
+
+def version_schema(key: str, number: int) -> dict[str, Any]:
+    """The JSON Schema of a whole event of version `number` (API.md §18)."""
+    with get_database().transaction() as connection:
+        if rows.get(connection, key) is None:
+            raise NotFound(f"no metric {key!r}")
+        found = [v for v in rows.versions(connection, [key])[key] if v["version"] == number]
+    if not found:
+        raise NotFound(f"metric {key!r} has no version {number}")
+    return event_schema(key, number, _contract_of(found[0]))
+
+
+def odcs_contract(key: str, schema_url: str) -> str:
+    """The metric's contract in force, as an ODCS v3 YAML document. `schema_url` is where
+    the JSON Schema of its version is published ({version} is filled in)."""
+    with get_database().transaction() as connection:
+        shown = _load(connection, key)
+        current = next(
+            v for v in rows.versions(connection, [key])[key] if v["version"] == shown["version"]
+        )
+    document = odcs_document(
+        metric_key=key,
+        name=shown["name"],
+        unit=shown["unit"],
+        version=shown["version"],
+        contract=_contract_of(current),
+        archived=shown["archived_at"] is not None,
+        schema_url=schema_url.format(version=shown["version"]),
+    )
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
 def get_metric(key: str) -> dict[str, Any]:
