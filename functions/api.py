@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import auth
 from core.domain.contracts import TeamName
+from core.domain.corrections import NewCorrection, Retraction
 from core.domain.customers import Cancellation, CustomerFields, NewCustomer, NewSubscription
 from core.domain.errors import FieldError, ValidationFailed
+from core.domain.events import BATCH_BODY_SCHEMA
 from core.domain.fields import PlanCode
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition
 from core.domain.pricing.charges import PlanVersionDefinition
@@ -26,12 +28,16 @@ from core.domain.responses.catalog import (
     Subscription,
 )
 from core.domain.responses.common import Page
+from core.domain.responses.ingest import BATCH_RESULT_SCHEMA
+from core.domain.responses.invoices import CorrectionSettled
 from core.domain.responses.operations import AuditEntry, DeadLetter, Stats
-from core.services import api_keys, audit, dead_letters, stats
+from core.domain.responses.usage import Correction, CorrectionPreview
+from core.services import api_keys, audit, corrections, dead_letters, stats
 from core.services.catalog import customers, metrics, plans, subscriptions
 from functions import console, parameters
-from functions.declarations import PAGE, Link, body_id, instant, text, whole_number
-from functions.http import FunctionApp, Reply, Request, list_reply, validate
+from functions.declarations import PAGE, Link, body_id, choice, instant, text, whole_number
+from functions.http import JSON_CONTENT_TYPE, FunctionApp, Reply, Request, list_reply, validate
+from functions.ingest import batch_events, batch_response
 from functions.parameters import BIGINT_MAX
 
 APP = FunctionApp("api", dead_letter_sink=True)
@@ -427,3 +433,130 @@ console.register(APP)
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
     return APP(request)
+
+
+# -- corrections (API.md §19) -------------------------------------------------------------
+
+CORRECTION_STATUSES = ("open", "applied", "reverted")
+CORRECTION_LINKS = [
+    body_id("correction_id", f"api.{name}")
+    for name in (
+        "get_correction",
+        "post_correction_events",
+        "retract_correction_events",
+        "preview_correction",
+        "apply_correction",
+        "revert_correction",
+    )
+]
+
+
+@APP.route(
+    "/v1/corrections",
+    ["POST"],
+    body=NewCorrection,
+    status=201,
+    response=Correction,
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
+    links=CORRECTION_LINKS,
+)
+def create_correction(request: Request) -> Reply:
+    """Open a correction of a metric's usage in a window (owner or admin): `replace`
+    supersedes the window's events on apply, `amend` only those it retracts."""
+    body = validate(NewCorrection, request.json())
+    return Reply(corrections.create(request.require_caller(), body), status=201)
+
+
+@APP.route(
+    "/v1/corrections",
+    response=Page[Correction],
+    query=[
+        parameters.metric_key("only this metric's"),
+        choice("status", CORRECTION_STATUSES, "only corrections in this state"),
+        *PAGE,
+    ],
+)
+def list_corrections(request: Request) -> Reply:
+    return list_reply(
+        *corrections.list_corrections(
+            metric_key=request.query("metric_key") or None,
+            status_=request.one_of("status", CORRECTION_STATUSES),
+            cursor=request.query("cursor"),
+            limit=request.limit(),
+        )
+    )
+
+
+@APP.route("/v1/corrections/<correction_id>", response=Correction)
+def get_correction(request: Request) -> Reply:
+    return Reply(corrections.get(request.params["correction_id"]))
+
+
+@APP.route(
+    "/v1/corrections/<correction_id>/events",
+    ["POST"],
+    body=BATCH_BODY_SCHEMA,
+    status=207,
+    response=BATCH_RESULT_SCHEMA,
+    errors=[409],
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
+)
+def post_correction_events(request: Request) -> Reply:
+    """Events that take the place of the superseded ones once the correction is applied:
+    a batch exactly as POST /v1/events/batch (keys unique forever, per-event results);
+    each must be of the correction's metric (and customer) and inside its window."""
+    events = batch_events(request.json())
+    outcomes = corrections.add_events(
+        request.require_caller(), request.params["correction_id"], events
+    )
+    return Reply(batch_response(outcomes), status=207, content_type=JSON_CONTENT_TYPE)
+
+
+@APP.route(
+    "/v1/corrections/<correction_id>/retract",
+    ["POST"],
+    body=Retraction,
+    response=Correction,
+    errors=[409],
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
+)
+def retract_correction_events(request: Request) -> Reply:
+    """Name the stored events an `amend` supersedes (by idempotency key)."""
+    body = validate(Retraction, request.json())
+    return Reply(
+        corrections.retract(
+            request.require_caller(), request.params["correction_id"], body.idempotency_keys
+        )
+    )
+
+
+@APP.route("/v1/corrections/<correction_id>/preview", response=CorrectionPreview, errors=[409])
+def preview_correction(request: Request) -> Reply:
+    """What applying would do, exactly, changing nothing: per customer and billing period
+    the old and new quantity and amount, the difference, and what carries it."""
+    return Reply(corrections.preview(request.require_caller(), request.params["correction_id"]))
+
+
+@APP.route(
+    "/v1/corrections/<correction_id>/apply",
+    ["POST"],
+    response=CorrectionSettled,
+    errors=[409],
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
+)
+def apply_correction(request: Request) -> Reply:
+    """Apply atomically: usage reflects it at once, issued periods get adjustments, drafts
+    are re-priced. A second apply is 409 correction_not_open."""
+    return Reply(corrections.apply(request.require_caller(), request.params["correction_id"]))
+
+
+@APP.route(
+    "/v1/corrections/<correction_id>/revert",
+    ["POST"],
+    response=CorrectionSettled,
+    errors=[409],
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
+)
+def revert_correction(request: Request) -> Reply:
+    """The originals count again, with adjustments the other way for issued periods."""
+    return Reply(corrections.revert(request.require_caller(), request.params["correction_id"]))

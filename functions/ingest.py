@@ -19,14 +19,16 @@ from starlette.responses import Response as StarletteResponse
 from core import auth
 from core.config import settings
 from core.domain import errors, event_types
-from core.domain.events import BATCH_EVENTS_MAX, EVENT_SCHEMA
+from core.domain.corrections import RetractEvent
+from core.domain.events import BATCH_BODY_SCHEMA, BATCH_EVENTS_MAX, EVENT_SCHEMA
 from core.domain.fields import MetricKey
 from core.domain.responses.common import Page
 from core.domain.responses.ingest import BATCH_RESULT_SCHEMA, EVENT_ACCEPTED_SCHEMA
+from core.domain.responses.invoices import CorrectionSettled
 from core.domain.responses.usage import QuarantinedEvent, QuarantineRelease, StoredEvent
 from core.observability import http_requests
+from core.services import corrections, quarantine
 from core.services import ingest as ingestion
-from core.services import quarantine
 from core.services.cloudevents import ReceivedEvent
 from functions import asgi, parameters
 from functions.declarations import PAGE, choice, instant
@@ -95,24 +97,18 @@ def single_event_reply(outcome: ingestion.Outcome) -> Reply:
     "/v1/events/batch",
     ["POST"],
     scope=auth.SCOPE_EVENTS_WRITE,
-    body={
-        "type": "object",
-        "required": ["events"],
-        "additionalProperties": False,
-        "properties": {
-            "events": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": BATCH_EVENTS_MAX,
-                "items": EVENT_SCHEMA,
-            }
-        },
-    },
+    body=BATCH_BODY_SCHEMA,
     status=207,
     response=BATCH_RESULT_SCHEMA,  # written byte for byte by `batch_response`
 )
 def post_batch(request: Request) -> Reply:
-    body = request.json()
+    events = batch_events(request.json())
+    outcomes = ingestion.ingest(events, producer=request.require_caller().name)
+    return Reply(batch_response(outcomes), status=207, content_type=JSON_CONTENT_TYPE)
+
+
+def batch_events(body: Any) -> list[Any]:
+    """The events of a batch body, refused whole when it is not one (§5)."""
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("events"), list)
@@ -130,8 +126,7 @@ def post_batch(request: Request) -> Reply:
             f"a batch holds at most {BATCH_EVENTS_MAX} events, this one {len(events)}",
             code="batch_too_large",
         )
-    outcomes = ingestion.ingest(events, producer=request.require_caller().name)
-    return Reply(batch_response(outcomes), status=207, content_type=JSON_CONTENT_TYPE)
+    return list(events)
 
 
 def batch_response(outcomes: Sequence[ingestion.Outcome]) -> bytes:
@@ -180,6 +175,25 @@ def list_events(request: Request) -> Reply:
         limit=request.limit(),
     )
     return list_reply(*page)
+
+
+@APP.route(
+    "/v1/events/<path:idempotency_key>/retract",
+    ["POST"],
+    body=RetractEvent,
+    response=CorrectionSettled,
+    errors=[409],
+    scope=auth.SCOPE_CORRECTIONS_WRITE,
+)
+def retract_event(request: Request) -> Reply:
+    """The one-event correction: an amend of that event's metric and customer that retracts
+    it, applied at once (owner or admin). Its key stays consumed: a resend is a duplicate."""
+    body = validate(RetractEvent, request.json())
+    return Reply(
+        corrections.retract_event(
+            request.require_caller(), request.params["idempotency_key"], body.reason
+        )
+    )
 
 
 @APP.route(

@@ -14,6 +14,7 @@ ROUTE_OWNERS: dict[str, str] = {
     "/v1/audit": "api",
     "/v1/dead-letters": "api",
     "/v1/stats": "api",
+    "/v1/corrections": "api",
     "/dashboard": "api",
     "/v1/events": "ingest",
     "/v1/quarantine": "ingest",

@@ -138,6 +138,21 @@ def _pointer(path: Sequence[str | int]) -> str:
 
 
 _RULE_WORDS = re.compile(r"(?<!^)(?=[A-Z])")
+# What a broken rule means, in words that never repeat the offending value.
+_MESSAGES = {
+    "enum": "is not one of the values the contract allows",
+    "const": "is not the value the contract requires",
+    "pattern": "does not match the contract's pattern",
+    "type": "is not of the type the contract requires",
+    "minimum": "is below the contract's minimum",
+    "maximum": "is above the contract's maximum",
+    "exclusiveMinimum": "is not above the contract's minimum",
+    "exclusiveMaximum": "is not below the contract's maximum",
+    "minLength": "is shorter than the contract allows",
+    "maxLength": "is longer than the contract allows",
+    "additionalProperties": "has properties the contract does not allow",
+    "format": "is not in the format the contract requires",
+}
 
 
 class CompiledContract:
@@ -163,14 +178,19 @@ class CompiledContract:
         found = self._value(value)
         if self._validator is not None and not self._validator.is_valid(properties):
             for error in self._validator.iter_errors(properties):
-                rule = _RULE_WORDS.sub("_", type(error.kind).__name__).lower()
+                keyword = error.schema_path[-1] if error.schema_path else None
+                rule = (
+                    keyword
+                    if isinstance(keyword, str)
+                    else _RULE_WORDS.sub("_", type(error.kind).__name__).lower()
+                )
                 path = list(error.instance_path)
                 if rule == "required":
                     missing = getattr(error.kind, "property", "")
                     path.append(str(missing))
                     message = "is required"
                 else:
-                    message = f"breaks the schema's {rule!r} rule"
+                    message = _MESSAGES.get(rule, f"breaks the schema's {rule!r} rule")
                 found.append(Violation(_pointer(path), rule, message))
         return found
 

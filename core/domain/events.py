@@ -65,6 +65,21 @@ EVENT_SCHEMA: dict[str, Any] = {
     },
 }
 
+# The body of POST /v1/events/batch (and of the events posted into a correction).
+BATCH_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["events"],
+    "additionalProperties": False,
+    "properties": {
+        "events": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": BATCH_EVENTS_MAX,
+            "items": EVENT_SCHEMA,
+        }
+    },
+}
+
 
 # A tuple: one is built per event on the hot path, 3x faster than a frozen dataclass.
 class UsageEvent(NamedTuple):

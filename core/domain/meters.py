@@ -31,6 +31,7 @@ from decimal import ROUND_CEILING, Context, Decimal
 from typing import Any
 
 from core.domain.canonical import decimal_text, rfc3339
+from core.domain.corrections import EMPTY, Supersession
 from core.domain.metrics import Aggregation
 
 ZERO = Decimal(0)
@@ -57,6 +58,8 @@ class MeterVersion:
     group_by: tuple[str, ...] = ()
     unique_property: str | None = None
     percentile: Decimal | None = None
+    # What corrections supersede among the metric's events (the same for every version).
+    superseded: Supersession = EMPTY
 
     def contains(self, timestamp: datetime) -> bool:
         return self.effective_from <= timestamp and (

@@ -73,7 +73,10 @@ def resume(cookie: str | None, request_id: str | None = None) -> Session | None:
         row = key_rows.get(connection, data["key"])
     if row is None or row["revoked_at"] is not None:
         return None
-    return Session(Caller(row["id"], frozenset(row["scopes"]), request_id), str(data["csrf"]))
+    caller = Caller(
+        row["id"], frozenset(row["scopes"]), request_id, name=row["name"], team=row["team"]
+    )
+    return Session(caller, str(data["csrf"]))
 
 
 def check_csrf(session: Session, token: str | None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from core.adapters.postgres import calculations as rows
+from core.adapters.postgres import corrections as correction_rows
 from core.adapters.postgres import metrics as metric_rows
 from core.adapters.postgres import plans as plan_rows
 from core.adapters.postgres import subscriptions as subscription_rows
@@ -288,6 +289,7 @@ def inputs_fingerprint(connection: Connection, context: Context) -> str:
         meter_versions={
             key: [(row["version"], row["effective_from"]) for row in versions[key]] for key in keys
         },
+        corrections=correction_rows.states(connection, keys) if keys else {},
     )
 
 
@@ -324,9 +326,12 @@ def line_events(
         coverage = calculation["coverage"]
         if item["metric_key"] is None or coverage is None:
             return [], None
+        # The events the line billed: corrections applied after it was priced do not
+        # change them (their adjustments carry the difference; API.md §19).
+        priced_at = rows.created_at(connection, calculation_id)
         versions = [
             v
-            for v in meter_versions(connection, item["metric_key"])
+            for v in meter_versions(connection, item["metric_key"], as_of=priced_at)
             if v.version in item["meter_versions"]
         ]
         page = rows.counted_events(

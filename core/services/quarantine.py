@@ -152,3 +152,12 @@ def release(caller: Caller, metric_key: str, ids: Sequence[str] | None) -> dict[
             coalesce=True,
         )
     return summary
+
+
+def held_counts() -> dict[str, int]:
+    with get_database().transaction() as connection:
+        return rows.held_counts(connection)
+
+
+def may_release(caller: Caller, owner: str | None) -> bool:
+    return may_change(caller.scopes, caller.team, owner)

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from core.adapters.postgres import corrections as correction_rows
 from core.adapters.postgres import metrics as metric_rows
 from core.adapters.postgres import rollups
 from core.adapters.postgres import usage as usage_rows
@@ -43,10 +44,15 @@ MODES = ("realtime", "exact")
 log = logging.getLogger(__name__)
 
 
-def meter_versions(connection: Any, key: str) -> list[MeterVersion]:
-    """A metric's versions as meters, each ending where the next begins."""
+def meter_versions(
+    connection: Any, key: str, *, as_of: datetime | None = None
+) -> list[MeterVersion]:
+    """A metric's versions as meters, each ending where the next begins, with what
+    corrections supersede among its events now (or as it stood at `as_of`: what an issued
+    invoice billed)."""
     rows = metric_rows.versions(connection, [key])[key]
     starts = [row["effective_from"] for row in rows]
+    superseded = correction_rows.supersession(connection, key, as_of=as_of)
     return [
         MeterVersion(
             version=row["version"],
@@ -57,6 +63,7 @@ def meter_versions(connection: Any, key: str) -> list[MeterVersion]:
             group_by=tuple(row["group_by"]),
             unique_property=row["unique_property"],
             percentile=row["percentile"],
+            superseded=superseded,
         )
         for index, row in enumerate(rows)
     ]

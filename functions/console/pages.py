@@ -6,14 +6,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from core.config import settings
 from core.domain import documents, errors
 from core.domain.canonical import rfc3339
-from core.services import audit, console_sessions, dead_letters, event_explorer, pricing, stats
+from core.services import (
+    audit,
+    console_sessions,
+    dead_letters,
+    event_explorer,
+    pricing,
+    quarantine,
+    stats,
+)
 from core.services import usage as usage_service
-from core.services.catalog import customers, subscriptions
+from core.services.catalog import customers, metrics, subscriptions
 from core.services.console_sessions import Session
 from core.services.invoicing import views as invoices
 from core.services.reconciliation import period_parity
@@ -40,6 +48,9 @@ def register(app: FunctionApp) -> None:
             False,
         ),
         ("/dashboard/events", "GET", events, False),
+        ("/dashboard/metrics", "GET", metric_list, False),
+        ("/dashboard/metrics/<key>", "GET", metric, False),
+        ("/dashboard/metrics/<key>/release", "POST", release, True),
         ("/dashboard/dead-letters", "GET", dead_letter_list, False),
         ("/dashboard/dead-letters/<int:letter_id>/redeliver", "POST", redeliver, True),
         ("/dashboard/audit", "GET", audit_log, False),
@@ -291,6 +302,54 @@ def events(request: Request, session: Session) -> Reply:
         next_cursor=next_cursor,
         error=error,
     )
+
+
+def metric_list(request: Request, session: Session) -> Reply:
+    found, _ = metrics.list_metrics(cursor=None, limit=200)
+    return web.render(
+        "metrics.html.j2",
+        session=session,
+        active="Metrics",
+        metrics=found,
+        held=quarantine.held_counts(),
+    )
+
+
+QUARANTINE_SHOWN_MAX = 200
+
+
+def metric(request: Request, session: Session) -> Reply:
+    """A metric's owner, producers, contract per version, and its quarantine."""
+    shown = metrics.get_metric(request.params["key"])
+    held, next_cursor = quarantine.list_held(
+        metric_key=shown["key"],
+        customer_id=None,
+        released=False,
+        cursor=None,
+        limit=QUARANTINE_SHOWN_MAX,
+    )
+    latest_owner = (shown["versions"][-1]["contract"] or {}).get("owner")
+    return web.render(
+        "metric.html.j2",
+        session=session,
+        active="Metrics",
+        metric=shown,
+        held=held,
+        more=next_cursor is not None,
+        may_release=quarantine.may_release(session.caller, latest_owner),
+        notice=request.query("notice"),
+    )
+
+
+def release(request: Request, session: Session) -> Reply:
+    """Check the metric's held events again; count those that now pass (owner or admin)."""
+    key = request.params["key"]
+    done = quarantine.release(session.caller, key, None)
+    notice = (
+        f"Released {done['released']} event(s); {done['still_quarantined']} still break the "
+        f"contract in force; {done['remaining']} held in all."
+    )
+    return web.redirect(f"/dashboard/metrics/{quote(key)}?" + urlencode({"notice": notice}))
 
 
 def dead_letter_list(request: Request, session: Session) -> Reply:

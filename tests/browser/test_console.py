@@ -319,3 +319,105 @@ def test_the_overview_reads_no_asset_from_outside_and_is_keyboard_navigable(watc
     )
     assert assets and all(url.startswith(world["base"]) for url in assets)
     watched.clean()
+
+
+def test_a_metric_page_shows_its_contract_and_quarantine_and_its_owner_releases(watched, world):
+    post = world["post"]
+    contract = {
+        "owner": "team-gateway",
+        "producers": ["gateway"],
+        "value": {"type": "integer", "minimum": "0"},
+        "properties": {
+            "type": "object",
+            "required": ["region"],
+            "properties": {"region": {"enum": ["eu-west-1"]}},
+        },
+        "on_violation": "quarantine",
+    }
+    post(
+        "/v1/metrics",
+        {
+            "key": "gpu_seconds",
+            "name": "GPU seconds",
+            "unit": "second",
+            "aggregation": "sum",
+            "effective_from": "2026-01-01T00:00:00Z",
+            "contract": contract,
+        },
+    )
+    gateway = post("/v1/api-keys", {"name": "gateway", "scopes": ["events:write"]})["secret"]
+    owner = post(
+        "/v1/api-keys",
+        {"name": "gateway owner", "scopes": ["read", "corrections:write"], "team": "team-gateway"},
+    )["secret"]
+    at = (NOW - timedelta(minutes=3)).isoformat()
+    sent = requests.post(
+        world["base"] + "/v1/events/batch",
+        json={
+            "events": [
+                {
+                    "customer_id": "cust_console",
+                    "metric_key": "gpu_seconds",
+                    "value": value,
+                    "timestamp": at,
+                    "idempotency_key": key,
+                    "properties": properties,
+                }
+                for key, value, properties in (
+                    ("gpu-ok", 5, {"region": "eu-west-1"}),
+                    ("gpu-region", 7, {"region": "ap-south-1"}),
+                    ("gpu-negative", -3, {"region": "eu-west-1"}),
+                )
+            ]
+        },
+        headers={"Authorization": f"Bearer {gateway}"},
+        timeout=10,
+    ).json()
+    assert [r["outcome"] for r in sent["results"]] == ["accepted", "quarantined", "quarantined"]
+    # A read-only session sees it all and may not release.
+    log_in(watched, world["read_key"])
+    page = watched.page
+    page.goto(world["base"] + "/dashboard/metrics")
+    row = page.locator("tr", has_text="gpu_seconds")
+    assert "team-gateway" in row.inner_text() and "quarantine" in row.inner_text()
+    expect(row.locator("td").last).to_have_text("2")
+    row.get_by_role("link", name="gpu_seconds").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("GPU seconds")
+    facts = page.locator("dl.facts-grid").inner_text()
+    assert "team-gateway" in facts and "gateway" in facts
+    held = page.locator("table tbody tr")
+    expect(held).to_have_count(2)
+    text = held.all_inner_texts()
+    assert any("/properties/region enum" in t and "gpu-region" in t for t in text), text
+    assert any("/value minimum" in t and "gpu-negative" in t for t in text), text
+    assert page.get_by_role("button", name="Check again and release what passes").is_disabled()
+    watched.shot("metric-quarantine")
+    # The owner widens the region rule in a new version and releases from the console.
+    requests.post(
+        world["base"] + "/v1/metrics/gpu_seconds/versions",
+        json={
+            "name": "GPU seconds",
+            "unit": "second",
+            "aggregation": "sum",
+            "effective_from": THIS_MONTH.isoformat(),
+            "contract": {
+                **contract,
+                "properties": {
+                    "type": "object",
+                    "required": ["region"],
+                    "properties": {"region": {"enum": ["eu-west-1", "ap-south-1"]}},
+                },
+            },
+        },
+        headers={"Authorization": f"Bearer {owner}"},
+        timeout=10,
+    ).raise_for_status()
+    page.context.clear_cookies()
+    log_in(watched, owner)
+    page.goto(world["base"] + "/dashboard/metrics/gpu_seconds")
+    page.get_by_role("button", name="Check again and release what passes").click()
+    expect(page.locator("[role=status]")).to_contain_text("Released 1 event(s); 1 still break")
+    expect(page.locator("table tbody tr")).to_have_count(1)
+    assert "gpu-negative" in page.locator("table tbody tr").inner_text()
+    watched.shot("metric-released")
+    watched.clean()

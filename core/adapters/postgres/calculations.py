@@ -79,3 +79,11 @@ def counted_events(
     rows = connection.exec_driver_sql(statement, params)
     columns = list(rows.keys())
     return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def created_at(connection: Connection, calculation_id: str) -> datetime | None:
+    """When the calculation was priced: what corrections superseded then is what it billed."""
+    found: datetime | None = connection.execute(
+        select(calculations.c.created_at).where(calculations.c.id == calculation_id)
+    ).scalar_one_or_none()
+    return found

@@ -216,7 +216,7 @@ def period_adjusted(
         "SELECT a.charge, sum(a.quantity_delta), sum(a.amount_delta) FROM adjustments a "
         "JOIN invoices i ON i.id = a.original_invoice_id "
         "WHERE i.subscription_id = %(s)s AND i.period_start = %(start)s "
-        "AND i.period_end = %(end)s AND a.kind IN ('late_usage', 'reversal') "
+        "AND i.period_end = %(end)s AND a.kind IN ('late_usage', 'correction', 'reversal') "
         "AND a.charge IS NOT NULL AND a.cancelled_at IS NULL GROUP BY a.charge",
         {"s": subscription_id, "start": start, "end": end},
     )

@@ -103,3 +103,11 @@ def release(
         {"ids": list(ids), "versions": json.dumps(versions), "by": by, **job.params()},
     )
     return (None if job_id is None else int(job_id)), int(moved)
+
+
+def held_counts(connection: Connection) -> dict[str, int]:
+    """Held events per metric (the console's metrics list)."""
+    rows = connection.exec_driver_sql(
+        "SELECT metric_key, count(*) FROM quarantined_events WHERE released_at IS NULL GROUP BY 1"
+    )
+    return {str(key): int(count) for key, count in rows}

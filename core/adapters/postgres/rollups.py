@@ -11,7 +11,7 @@ one global order instead of deadlocking.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -188,6 +188,51 @@ def refold(
         where=["ingest_job_id <> ALL(%(unfolded)s)"],
         params={"unfolded": list(unfolded_job_ids)},
         since=hour,
+    )
+
+
+def refold_window(
+    connection: Connection,
+    metric_key: str,
+    versions: Sequence[MeterVersion],
+    *,
+    customer_id: str | None,
+    start: datetime,
+    end: datetime,
+    unfolded_job_ids: Sequence[int],
+) -> int:
+    """Rebuild a metric's rollups (of one customer, or all) for the hours [start, end)
+    touches, from the events already folded (a correction applied or reverted: what counts
+    there changed). The caller holds the metric's fold lock exclusively."""
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    last = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if last < end:
+        last += timedelta(hours=1)
+    params: dict[str, Any] = {"metric": metric_key, "first": first, "last": last}
+    where = ["ingest_job_id <> ALL(%(unfolded)s)", "timestamp < %(last)s"]
+    scope = ""
+    if customer_id is not None:
+        params["customer"] = customer_id
+        scope = " AND customer_id = %(customer)s"
+        where.append("customer_id = %(customer)s")
+    for table in (
+        "usage_rollups",
+        "usage_rollup_distinct",
+        "usage_rollup_sketch",
+        "usage_rollup_excluded",
+    ):
+        connection.exec_driver_sql(
+            f"DELETE FROM {table} WHERE metric_key = %(metric)s "
+            f"AND bucket_start >= %(first)s AND bucket_start < %(last)s{scope}",
+            params,
+        )
+    return fold(
+        connection,
+        metric_key,
+        versions,
+        where=where,
+        params={**params, "unfolded": list(unfolded_job_ids)},
+        since=first,
     )
 
 

@@ -207,6 +207,50 @@ events = Table(
     Column("region", Text, nullable=False),
     Column("ingest_job_id", BigInteger, nullable=False),
     Column("digest", Numeric(78, 0, asdecimal=True), nullable=False),
+    Column("correction_id", Text),  # posted into this correction, counted once it applied
+)
+
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("metric_key", Text, nullable=False),
+    Column("customer_id", Text),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True)),
+    Column("applied_by", Text),
+    Column("reverted_at", DateTime(timezone=True)),
+    Column("reverted_by", Text),
+)
+
+correction_events = Table(
+    "correction_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("correction_id", Text, nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("metric_key", Text, nullable=False),
+    Column("value", Numeric(20, 10, asdecimal=True), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("content_sha256", Text, nullable=False),
+    Column("digest", Numeric(78, 0, asdecimal=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+correction_retractions = Table(
+    "correction_retractions",
+    metadata,
+    Column("correction_id", Text, primary_key=True),
+    Column("idempotency_key", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
 )
 
 
@@ -379,6 +423,9 @@ adjustments = Table(
     Column("cancelled_at", DateTime(timezone=True)),
     Column("cancel_reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("correction_id", Text),
+    Column("added_sha256", Text),
+    Column("superseded_sha256", Text),
 )
 
 invoice_emails = Table(

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from core.domain.corrections import Supersession
 from core.domain.meters import (
     SKETCH_LN_GAMMA,
     MeterVersion,
@@ -58,6 +59,32 @@ def window_of(
     return (lower, upper) if upper is None or lower < upper else None
 
 
+def superseded_clauses(superseded: Supersession, params: dict[str, Any], prefix: str) -> list[str]:
+    """The WHERE clauses that leave out the events corrections supersede (API.md §19): a
+    replaced range (timestamp in it, received before the apply, of its customer), a
+    retracted key, an event of a withdrawn (reverted) correction. None without corrections."""
+    clauses = []
+    for index, found in enumerate(superseded.replaced):
+        name = f"{prefix}_r{index}"
+        params[f"{name}_s"], params[f"{name}_e"] = found.start, found.end
+        params[f"{name}_t"] = found.received_before
+        customer = ""
+        if found.customer_id is not None:
+            params[f"{name}_c"] = found.customer_id
+            customer = f" AND customer_id = %({name}_c)s"
+        clauses.append(
+            f"NOT (timestamp >= %({name}_s)s AND timestamp < %({name}_e)s "
+            f"AND received_at < %({name}_t)s{customer})"
+        )
+    if superseded.retracted:
+        params[f"{prefix}_rk"] = [key for key, _ in superseded.retracted]
+        clauses.append(f"idempotency_key <> ALL(%({prefix}_rk)s::text[])")
+    if superseded.withdrawn:
+        params[f"{prefix}_wd"] = list(superseded.withdrawn)
+        clauses.append(f"(correction_id IS NULL OR correction_id <> ALL(%({prefix}_wd)s::text[]))")
+    return clauses
+
+
 def version_rows(
     version: MeterVersion,
     params: dict[str, Any],
@@ -73,6 +100,7 @@ def version_rows(
     if window[1] is not None:
         params[f"{prefix}_end"] = window[1]
         clauses.append(f"timestamp < %({prefix}_end)s")
+    clauses.extend(superseded_clauses(version.superseded, params, prefix))
     for index, (name, allowed) in enumerate(sorted(version.filters.items())):
         params[f"{prefix}_f{index}_values"] = list(allowed)
         clauses.append(
@@ -105,6 +133,7 @@ def excluded_rows(
     if window[1] is not None:
         params[f"{prefix}_end"] = window[1]
         clauses.append(f"timestamp < %({prefix}_end)s")
+    clauses.extend(superseded_clauses(version.superseded, params, prefix))
     kept = []
     for index, (name, allowed) in enumerate(sorted(version.filters.items())):
         params[f"{prefix}_x{index}_values"] = list(allowed)

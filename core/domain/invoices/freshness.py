@@ -31,6 +31,7 @@ def fingerprint(
     coverage: tuple[datetime, datetime] | None,
     event_counts: Mapping[str, int],
     meter_versions: Mapping[str, Sequence[tuple[int, datetime]]],
+    corrections: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> str:
     return sha256(
         {
@@ -45,5 +46,18 @@ def fingerprint(
                 key: [list(version) for version in versions]
                 for key, versions in sorted(meter_versions.items())
             },
+            # Applied and reverted corrections per metric (API.md §19): a supersession
+            # changes what counts without changing how many events are stored.
+            **(
+                {
+                    "corrections": {
+                        key: [list(found) for found in sorted(states)]
+                        for key, states in sorted(corrections.items())
+                        if states
+                    }
+                }
+                if corrections and any(corrections.values())
+                else {}
+            ),
         }
     )

@@ -80,7 +80,10 @@ def period_label(start: datetime, end: datetime) -> str:
     return f"{first:%Y-%m-%d} to {end.astimezone(UTC):%Y-%m-%d}"
 
 
-def description(label: str, invoice_number: str | None, difference: Difference) -> str:
+def description(
+    label: str, invoice_number: str | None, difference: Difference, *, correction: str | None = None
+) -> str:
     sign = "+" if difference.quantity >= 0 else ""
     change = f"{difference.metric_key} {sign}{decimal_text(difference.quantity)}"
-    return f"Late usage for {label} ({invoice_number}): {change}"
+    cause = "Late usage" if correction is None else f"Correction {correction}"
+    return f"{cause} for {label} ({invoice_number}): {change}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-BORN_OF_CONTENT = frozenset({"late_usage", "credit_carried"})
+BORN_OF_CONTENT = frozenset({"late_usage", "correction", "credit_carried"})
 STAYS_WITH_VOIDED = frozenset({"void_credit"})
 
 

@@ -17,8 +17,11 @@ from core.domain.responses.common import (
     ResponseModel,
 )
 from core.domain.responses.pricing import BreakdownRow, CalculationLine, ChargeModel
+from core.domain.responses.usage import Correction
 
-AdjustmentKind = Literal["late_usage", "manual", "credit_carried", "void_credit", "reversal"]
+AdjustmentKind = Literal[
+    "late_usage", "correction", "manual", "credit_carried", "void_credit", "reversal"
+]
 
 
 class UsageLine(CalculationLine):
@@ -145,6 +148,13 @@ class Adjustment(ResponseModel):
     reverses: str | None
     cancelled_at: InstantText | None
     cancel_reason: str | None
+    correction_id: str | None = Field(description="the correction that caused it (§19)")
+    added_sha256: Checksum | None = Field(
+        description="a correction's: the events it added to the period (events_checksum)"
+    )
+    superseded_sha256: Checksum | None = Field(
+        description="a correction's: the events of the period it superseded"
+    )
     created_at: InstantText
     status: Literal["pending", "applied", "cancelled"]
     carried_by: CarriedBy | None = Field(description="the invoice carrying it; null while pending")
@@ -176,3 +186,10 @@ class InvoiceRun(ResponseModel):
     failures: list[InvoiceRunFailure]
     complete: bool
     created_at: InstantText
+
+
+class CorrectionSettled(Correction):
+    """A correction just applied or reverted, with the adjustments it recorded on issued
+    invoices (one per affected period and charge)."""
+
+    adjustments: list[Adjustment]

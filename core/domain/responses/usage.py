@@ -10,6 +10,7 @@ from core.domain.responses.common import (
     Checksum,
     DecimalText,
     InstantText,
+    Period,
     ResponseModel,
 )
 
@@ -144,3 +145,52 @@ class UsageParity(ResponseModel):
     caught_up: bool
     agree: bool
     data: list[MetricParity]
+
+
+class Correction(ResponseModel):
+    """A correction of a metric's usage (API.md §19)."""
+
+    id: str
+    metric_key: str
+    customer_id: str | None = Field(description="null: every customer's events")
+    from_: InstantText = Field(alias="from")
+    to: InstantText
+    mode: Literal["replace", "amend"]
+    reason: str
+    status: Literal["open", "applied", "reverted"]
+    events: int = Field(description="events posted into it (counted once it is applied)")
+    retracted: int = Field(description="stored events an amend supersedes, by key")
+    created_by: str
+    created_at: InstantText
+    applied_at: InstantText | None
+    applied_by: str | None
+    reverted_at: InstantText | None
+    reverted_by: str | None
+
+
+class PeriodChange(ResponseModel):
+    """What a correction does to one billing period of one subscription."""
+
+    customer_id: str
+    subscription_id: str
+    period: Period
+    old_quantity: DecimalText
+    new_quantity: DecimalText
+    quantity_difference: DecimalText
+    old_amount: DecimalText
+    new_amount: DecimalText
+    amount_difference: DecimalText
+    carried_by: Literal["open_period", "draft", "adjustment"] = Field(
+        description="open_period: counted live; draft: re-priced; adjustment: an issued "
+        "invoice's difference, on the customer's next invoice"
+    )
+    invoice_id: str | None
+    number: str | None
+
+
+class CorrectionPreview(ResponseModel):
+    correction_id: str
+    metric_key: str
+    events: int
+    retracted: int
+    periods: list[PeriodChange]

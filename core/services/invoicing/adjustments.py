@@ -5,6 +5,7 @@ the difference the period is still missing (core/domain/invoices/late_usage.py).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -156,7 +157,25 @@ def late_usage_job(job: queue.Job) -> None:
             )
 
 
-def adjust_late_usage(connection: Connection, invoice_id: str, metric_key: str) -> int:
+@dataclass(frozen=True)
+class CorrectionCause:
+    """Why a difference is recorded when a correction (not a late event) caused it: the
+    correction, its reason, and the checksums of the period's events it added and those
+    it superseded (core/domain/corrections.events_checksum)."""
+
+    correction_id: str
+    reason: str
+    added_sha256: str
+    superseded_sha256: str
+
+
+def adjust_late_usage(
+    connection: Connection,
+    invoice_id: str,
+    metric_key: str,
+    *,
+    cause: CorrectionCause | None = None,
+) -> int:
     """Record what `metric_key` on a binding invoice's period is still missing; how many
     lines. The invoice row is locked first, so two aggregators folding late events of one
     period at once record the difference once: the second sees the first's adjustments.
@@ -177,13 +196,23 @@ def adjust_late_usage(connection: Connection, invoice_id: str, metric_key: str) 
     label = period_label(start, end)
     found = differences(repriced["lines"], usage_lines(invoice["lines"]), adjusted, metric_key)
     for difference in found:
+        by_correction = (
+            {}
+            if cause is None
+            else {
+                "correction_id": cause.correction_id,
+                "added_sha256": cause.added_sha256,
+                "superseded_sha256": cause.superseded_sha256,
+            }
+        )
         rows.insert_adjustment(
             connection,
             {
+                **by_correction,
                 "id": new_id("adj"),
                 "customer_id": invoice["customer_id"],
                 "subscription_id": invoice["subscription_id"],
-                "kind": "late_usage",
+                "kind": "late_usage" if cause is None else "correction",
                 "original_invoice_id": invoice["id"],
                 "charge": difference.charge,
                 "metric_key": difference.metric_key,
@@ -192,8 +221,13 @@ def adjust_late_usage(connection: Connection, invoice_id: str, metric_key: str) 
                 "quantity_delta": difference.quantity,
                 "amount_delta": difference.amount,
                 "currency": invoice["currency"],
-                "reason": "late_usage",
-                "description": description(label, invoice["number"], difference),
+                "reason": "late_usage" if cause is None else cause.reason,
+                "description": description(
+                    label,
+                    invoice["number"],
+                    difference,
+                    correction=None if cause is None else cause.correction_id,
+                ),
             },
         )
     return len(found)

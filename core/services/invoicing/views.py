@@ -32,6 +32,9 @@ ADJUSTMENT_FIELDS = (
     "reverses",
     "cancelled_at",
     "cancel_reason",
+    "correction_id",
+    "added_sha256",
+    "superseded_sha256",
     "created_at",
 )
 

@@ -1,0 +1,338 @@
+"""Corrections (API.md §19) through the real api, ingest, invoice and calculate apps on the
+real PostgreSQL: a replace with preview, apply and revert on an issued period (adjustments
+with the checksums of the events added and superseded; the issued invoice and the events
+behind its lines unchanged), an amend and the one-event retract, a draft re-priced,
+events posted into a correction validated and counted only once applied, owners."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import psycopg
+import pytest
+from functions_framework import create_app
+
+from core.domain.corrections import events_checksum
+from core.services import aggregation, usage
+from tests.asgi_client import create_app as create_asgi_app
+from tests.integration.billing_setup import JULY, JUNE, MAIN
+
+HOUR = JUNE + timedelta(days=5, hours=3)  # 10 events of value 1 at 03:00 on June 6
+
+
+@pytest.fixture
+def apps(billing):
+    client, subscription_id = billing
+    api = create_app(target="api", source=MAIN).test_client()
+    ingest = create_asgi_app(target="ingest", source=MAIN).test_client()
+    return client, subscription_id, api, ingest
+
+
+def _call(app, method, path, headers, body=None, expect=200):
+    send = app.get if method == "GET" else app.post
+    response = (
+        send(path, json=body, headers=headers) if body is not None else send(path, headers=headers)
+    )
+    assert response.status_code == expect, response.get_json()
+    return response.get_json()
+
+
+def _june_usage(mode="exact"):
+    found = usage.summary(
+        mode=mode, customer_id="cust_acme", metric_key="api_calls", start=JUNE, end=JULY
+    )
+    return found["value"], found["event_count"]
+
+
+def _all_events(client, url):
+    found, cursor = [], None
+    while True:
+        page = client.calculate.get(
+            url + "?limit=200" + (f"&cursor={cursor}" if cursor else ""), headers=client.headers
+        ).get_json()
+        found.extend(page["data"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return found
+
+
+def _shas(db, sql, params=()):
+    with psycopg.connect(db) as connection:
+        return [sha for (sha,) in connection.execute(sql, params)]
+
+
+def test_a_replace_previews_applies_and_reverts_without_touching_the_issued_invoice(apps, db):
+    client, subscription_id, api, _ = apps
+    headers = client.headers
+    june = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    assert june["total"] == "13"  # 300 calls * 0.01 + 10
+    lines = client.call("GET", f"/v1/invoices/{june['id']}/explain")["lines"]
+    billed_events = _all_events(client, lines[0]["events_url"])
+    assert len(billed_events) == 300
+    opened = _call(
+        api,
+        "POST",
+        "/v1/corrections",
+        headers,
+        {
+            "metric_key": "api_calls",
+            "customer_id": "cust_acme",
+            "from": HOUR.isoformat(),
+            "to": (HOUR + timedelta(hours=1)).isoformat(),
+            "mode": "replace",
+            "reason": "the gateway sent 1 per request instead of 0.4 for an hour",
+        },
+        expect=201,
+    )
+    assert (opened["status"], opened["events"], opened["mode"]) == ("open", 0, "replace")
+    posted = _call(
+        api,
+        "POST",
+        f"/v1/corrections/{opened['id']}/events",
+        headers,
+        {
+            "events": [
+                {
+                    "customer_id": "cust_acme",
+                    "metric_key": "api_calls",
+                    "value": "4",
+                    "timestamp": (HOUR + timedelta(minutes=30)).isoformat(),
+                    "idempotency_key": "fix-1",
+                },
+                {
+                    "customer_id": "cust_acme",
+                    "metric_key": "api_calls",
+                    "value": "1",
+                    "timestamp": (HOUR + timedelta(hours=2)).isoformat(),
+                    "idempotency_key": "fix-outside",
+                },
+                {
+                    "customer_id": "cust_acme",
+                    "metric_key": "api_calls",
+                    "value": "1",
+                    "timestamp": (HOUR + timedelta(minutes=5)).isoformat(),
+                    "idempotency_key": "e5",  # a stored event's key: taken forever
+                },
+            ]
+        },
+        expect=207,
+    )
+    assert [(r["outcome"], r.get("code")) for r in posted["results"]] == [
+        ("accepted", None),
+        ("invalid", "outside_correction"),
+        ("conflict", "idempotency_conflict"),
+    ]
+    assert _june_usage() == (Decimal(300), 300)  # nothing counts before the apply
+    preview = _call(api, "GET", f"/v1/corrections/{opened['id']}/preview", headers)
+    assert preview["events"] == 1
+    assert [
+        (
+            p["period"]["start"],
+            p["old_quantity"],
+            p["new_quantity"],
+            p["amount_difference"],
+            p["carried_by"],
+            p["invoice_id"],
+        )
+        for p in preview["periods"]
+    ] == [("2026-06-01T00:00:00Z", "300", "294", "-0.06", "adjustment", june["id"])]
+    assert _june_usage() == (Decimal(300), 300)  # the preview changed nothing
+    applied = _call(api, "POST", f"/v1/corrections/{opened['id']}/apply", headers)
+    assert applied["status"] == "applied"
+    (adjustment,) = applied["adjustments"]
+    superseded = _shas(
+        db,
+        "SELECT content_sha256 FROM events WHERE timestamp >= %s AND timestamp < %s "
+        "AND correction_id IS NULL",
+        (HOUR, HOUR + timedelta(hours=1)),
+    )
+    added = _shas(db, "SELECT content_sha256 FROM events WHERE idempotency_key = 'fix-1'")
+    assert len(superseded) == 10
+    assert (
+        adjustment["kind"],
+        adjustment["quantity_delta"],
+        adjustment["amount_delta"],
+        adjustment["original_invoice_id"],
+        adjustment["correction_id"],
+        adjustment["added_sha256"],
+        adjustment["superseded_sha256"],
+    ) == (
+        "correction",
+        "-6",
+        "-0.06",
+        june["id"],
+        opened["id"],
+        events_checksum(added),
+        events_checksum(superseded),
+    )
+    # Usage reflects it at once, real time and exact alike.
+    assert _june_usage("exact") == (Decimal(294), 291)
+    assert _june_usage("realtime") == (Decimal(294), 291)
+    # The issued invoice and the events behind its lines did not change.
+    assert client.call("GET", f"/v1/invoices/{june['id']}") == june
+    assert _all_events(client, lines[0]["events_url"]) == billed_events
+    # The next invoice carries the difference.
+    july = client.draft(subscription_id, JULY, JULY + timedelta(days=31))
+    assert [
+        (line["kind"], line["amount"]) for line in july["lines"] if line["type"] == "adjustment"
+    ] == [("correction", "-0.06")]
+    refused = _call(api, "POST", f"/v1/corrections/{opened['id']}/apply", headers, expect=409)
+    assert refused["code"] == "correction_not_open"
+    # Revert: the originals count again, with the adjustment the other way.
+    reverted = _call(api, "POST", f"/v1/corrections/{opened['id']}/revert", headers)
+    assert reverted["status"] == "reverted"
+    assert [
+        (a["amount_delta"], a["added_sha256"], a["superseded_sha256"])
+        for a in reverted["adjustments"]
+    ] == [("0.06", events_checksum(superseded), events_checksum(added))]
+    assert _june_usage("exact") == (Decimal(300), 300)
+    assert _june_usage("realtime") == (Decimal(300), 300)
+    assert (
+        _call(api, "POST", f"/v1/corrections/{opened['id']}/revert", headers, expect=409)["code"]
+        == "correction_not_applied"
+    )
+    listed = _call(api, "GET", "/v1/corrections?metric_key=api_calls&status=reverted", headers)
+    assert [c["id"] for c in listed["data"]] == [opened["id"]]
+    trail = _call(api, "GET", f"/v1/audit?entity=correction&entity_id={opened['id']}", headers)
+    actions = [e["action"] for e in trail["data"]]
+    assert actions == [
+        "correction.opened",
+        "correction.events_posted",
+        "correction.applied",
+        "correction.reverted",
+    ]
+    money = next(e for e in trail["data"] if e["action"] == "correction.applied")["changes"]
+    assert money["money"] == {"USD": "-0.06"} and money["adjustments"] == 1
+
+
+def test_one_event_retracted_is_an_applied_amend_and_its_key_stays_consumed(apps, db):
+    client, subscription_id, api, ingest = apps
+    headers = client.headers
+    june = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    retracted = _call(
+        ingest, "POST", "/v1/events/e7/retract", headers, {"reason": "a test request, not usage"}
+    )
+    assert (retracted["mode"], retracted["status"], retracted["retracted"]) == (
+        "amend",
+        "applied",
+        1,
+    )
+    assert [(a["amount_delta"], a["original_invoice_id"]) for a in retracted["adjustments"]] == [
+        ("-0.01", june["id"])
+    ]
+    assert _june_usage() == (Decimal(299), 299)
+    assert _june_usage("realtime") == (Decimal(299), 299)
+    resend = ingest.post(
+        "/v1/events",
+        json={
+            "customer_id": "cust_acme",
+            "metric_key": "api_calls",
+            "value": "1",
+            "timestamp": (JUNE + timedelta(days=7, hours=3)).isoformat(),
+            "idempotency_key": "e7",
+        },
+        headers=headers,
+    )
+    assert resend.get_json()["status"] == "duplicate"
+    aggregation.drain()
+    assert _june_usage("realtime") == (Decimal(299), 299)
+    missing = ingest.post("/v1/events/nope/retract", json={"reason": "x"}, headers=headers)
+    assert missing.status_code == 404
+
+
+def test_an_amend_retracts_only_events_of_its_window_and_a_draft_is_repriced(apps, db):
+    client, subscription_id, api, _ = apps
+    headers = client.headers
+    draft = client.draft(subscription_id)
+    assert draft["total"] == "13"
+    opened = _call(
+        api,
+        "POST",
+        "/v1/corrections",
+        headers,
+        {
+            "metric_key": "api_calls",
+            "from": JUNE.isoformat(),
+            "to": (JUNE + timedelta(days=2)).isoformat(),
+            "mode": "amend",
+            "reason": "duplicates from a retry storm",
+        },
+        expect=201,
+    )
+    refused = _call(
+        api,
+        "POST",
+        f"/v1/corrections/{opened['id']}/retract",
+        headers,
+        {"idempotency_keys": ["e0", "e29", "missing"]},
+        expect=422,
+    )
+    assert refused["code"] == "not_retractable" and len(refused["errors"]) == 2
+    _call(
+        api,
+        "POST",
+        f"/v1/corrections/{opened['id']}/retract",
+        headers,
+        {"idempotency_keys": ["e0", "e1", "e30"]},
+    )
+    preview = _call(api, "GET", f"/v1/corrections/{opened['id']}/preview", headers)
+    assert [(p["carried_by"], p["quantity_difference"]) for p in preview["periods"]] == [
+        ("draft", "-3")
+    ]
+    applied = _call(api, "POST", f"/v1/corrections/{opened['id']}/apply", headers)
+    assert applied["adjustments"] == []  # a draft is re-priced, not adjusted
+    assert client.call("GET", f"/v1/invoices/{draft['id']}")["total"] == "12.97"
+    issued = client.call("POST", f"/v1/invoices/{draft['id']}/issue")
+    assert issued["total"] == "12.97"
+    replace_only = _call(
+        api,
+        "POST",
+        "/v1/corrections",
+        headers,
+        {
+            "metric_key": "api_calls",
+            "from": JUNE.isoformat(),
+            "to": JULY.isoformat(),
+            "mode": "replace",
+            "reason": "r",
+        },
+        expect=201,
+    )
+    wrong_mode = _call(
+        api,
+        "POST",
+        f"/v1/corrections/{replace_only['id']}/retract",
+        headers,
+        {"idempotency_keys": ["e2"]},
+        expect=409,
+    )
+    assert wrong_mode["code"] == "correction_not_amend"
+
+
+def test_only_admins_or_the_owning_team_correct_a_metric(apps, db):
+    client, _, api, _ = apps
+    from core.services import api_keys
+    from core.services.caller import SYSTEM
+    from tests.conftest import bearer
+
+    team_key = bearer(
+        api_keys.create_key(
+            SYSTEM, name="ops", scopes=["corrections:write"], team="team-billing"
+        ).secret
+    )
+    body = {
+        "metric_key": "api_calls",
+        "from": JUNE.isoformat(),
+        "to": JULY.isoformat(),
+        "mode": "replace",
+        "reason": "r",
+    }
+    refused = _call(api, "POST", "/v1/corrections", team_key, body, expect=403)
+    assert refused["code"] == "not_owner"  # api_calls has no owner: admins only
+    reader = bearer(api_keys.create_key(SYSTEM, name="r", scopes=["read"]).secret)
+    assert _call(api, "POST", "/v1/corrections", reader, body, expect=403)["code"] == (
+        "insufficient_scope"
+    )
+    bad = _call(
+        api, "POST", "/v1/corrections", client.headers, {**body, "to": body["from"]}, expect=422
+    )
+    assert bad["code"] == "validation_error"
