@@ -27,7 +27,7 @@ def apps(billing):
     return client, subscription_id, api, ingest
 
 
-def _call(app, method, path, headers, body=None, expect=200):
+def _call(app, method, path, headers, body=None, *, expect=200):
     send = app.get if method == "GET" else app.post
     response = (
         send(path, json=body, headers=headers) if body is not None else send(path, headers=headers)
@@ -205,7 +205,7 @@ def test_a_replace_previews_applies_and_reverts_without_touching_the_issued_invo
 
 
 def test_one_event_retracted_is_an_applied_amend_and_its_key_stays_consumed(apps, db):
-    client, subscription_id, api, ingest = apps
+    client, subscription_id, _, ingest = apps
     headers = client.headers
     june = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
     retracted = _call(
