@@ -5,6 +5,7 @@ transaction and a backlog drains over a few ticks."""
 
 from __future__ import annotations
 
+import time
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ from core.adapters.postgres.database import get_database
 from core.config import settings
 
 PRUNE_BATCH = 5000
+PRUNE_ROUNDS_MAX = 20
+PRUNE_BUDGET_SECONDS = 20.0
 log = logging.getLogger(__name__)
 
 
@@ -27,13 +30,28 @@ def horizons(now: datetime) -> list[tuple[rows.Prunable, datetime]]:
     ]
 
 
-def prune(now: datetime | None = None, *, batch: int = PRUNE_BATCH) -> dict[str, int]:
-    """One bounded pass: at most `batch` rows of each table, each in its own transaction."""
+def prune(
+    now: datetime | None = None,
+    *,
+    batch: int = PRUNE_BATCH,
+    rounds: int = PRUNE_ROUNDS_MAX,
+    budget_seconds: float = PRUNE_BUDGET_SECONDS,
+) -> dict[str, int]:
+    """One bounded pass: per table, batches of at most `batch` rows, each in its own short
+    transaction, while a batch comes back full — at most `rounds` batches per table and
+    `budget_seconds` for the whole pass, so a tick keeps up with a busy system (100,000 rows
+    per table per tick by default) and drains a backlog over a few ticks."""
     now = now or datetime.now(UTC)
+    deadline = time.monotonic() + budget_seconds
     pruned: dict[str, int] = {}
     for target, before in horizons(now):
-        with get_database().transaction() as connection:
-            count = rows.prune(connection, target, before, batch)
+        count = 0
+        for _ in range(rounds):
+            with get_database().transaction() as connection:
+                deleted = rows.prune(connection, target, before, batch)
+            count += deleted
+            if deleted < batch or time.monotonic() > deadline:
+                break
         name = target.table if target.condition == "true" else f"{target.table}:{target.condition}"
         pruned[name] = count
     if any(pruned.values()):

@@ -393,7 +393,7 @@ def test_operational_tables_are_pruned_past_their_retention_in_bounded_batches(
         with pytest.raises(psycopg.Error) as refused:  # nobody else deletes dead letters
             connection.execute("DELETE FROM dead_letters")
         assert refused.value.sqlstate == "AB001"
-    first = retention.prune(now, batch=3)
+    first = retention.prune(now, batch=3, rounds=1)
     assert first == {
         "idempotency_records": 3,
         "cloudevent_inbox": 3,
@@ -401,6 +401,9 @@ def test_operational_tables_are_pruned_past_their_retention_in_bounded_batches(
         "jobs:status = 'dead'": 0,  # dead jobs are kept 90 days
         "dead_letters": 3,
     }
+    # A full batch goes on, up to `rounds`: the 4 old records left go in batches of 3 and 1.
+    second = retention.prune(now, batch=3, rounds=2)
+    assert second["idempotency_records"] == 4
     while any(retention.prune(now, batch=3).values()):
         pass
     with psycopg.connect(db) as connection:
