@@ -161,6 +161,11 @@ def batch_response(outcomes: Sequence[ingestion.Outcome]) -> bytes:
         parameters.metric_key("only this metric's"),
         instant("from", "events with a timestamp at or after it"),
         instant("to", "events with a timestamp before it"),
+        choice(
+            "include",
+            ("superseded",),
+            "superseded: also the events corrections superseded, with `superseded_by`",
+        ),
         *PAGE,
     ],
 )
@@ -173,6 +178,7 @@ def list_events(request: Request) -> Reply:
         end=request.instant("to"),
         cursor=request.query("cursor"),
         limit=request.limit(),
+        include_superseded=request.one_of("include", ("superseded",)) == "superseded",
     )
     return list_reply(*page)
 

@@ -20,6 +20,7 @@ from dateutil.relativedelta import relativedelta
 
 from core import auth
 from core.adapters import queue
+from core.adapters.postgres import corrections as correction_rows
 from core.adapters.postgres import events as rows
 from core.adapters.postgres.database import Database, after_commit, get_database, get_group_database
 from core.config import settings
@@ -401,7 +402,10 @@ def list_events(
     end: datetime | None,
     cursor: str | None,
     limit: int,
+    include_superseded: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """A customer's events in (timestamp, id) order: those that count, or with
+    `include_superseded` every stored one, each with the correction superseding it."""
     position = decode_cursor(cursor)
     after = None
     if position is not None:
@@ -412,6 +416,10 @@ def list_events(
                 "cursor is not one this API returned", code="invalid_cursor"
             ) from error
     with get_database().transaction() as connection:
+        superseded = {
+            key: correction_rows.supersession(connection, key)
+            for key in correction_rows.corrected_metrics(connection, metric_key)
+        }
         page = rows.page(
             connection,
             customer_id=customer_id,
@@ -420,7 +428,22 @@ def list_events(
             end=end,
             after=after,
             limit=limit + 1,
+            hide={} if include_superseded else superseded,
         )
+    for event in page:
+        found = superseded.get(event["metric_key"])
+        event["superseded_by"] = (
+            None
+            if found is None
+            else found.superseded_by(
+                customer_id=event["customer_id"],
+                timestamp=event["timestamp"],
+                received_at=event["received_at"],
+                idempotency_key=event["idempotency_key"],
+                correction_id=event.pop("correction_id"),
+            )
+        )
+        event.pop("correction_id", None)
     more = len(page) > limit
     page = page[:limit]
     next_cursor = (

@@ -5,8 +5,8 @@ transaction and a backlog drains over a few ticks."""
 
 from __future__ import annotations
 
-import time
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from core.adapters.postgres import retention as rows

@@ -61,7 +61,7 @@ def _shas(db, sql, params=()):
 
 
 def test_a_replace_previews_applies_and_reverts_without_touching_the_issued_invoice(apps, db):
-    client, subscription_id, api, _ = apps
+    client, subscription_id, api, ingest = apps
     headers = client.headers
     june = client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
     assert june["total"] == "13"  # 300 calls * 0.01 + 10
@@ -167,6 +167,18 @@ def test_a_replace_previews_applies_and_reverts_without_touching_the_issued_invo
     # Usage reflects it at once, real time and exact alike.
     assert _june_usage("exact") == (Decimal(294), 291)
     assert _june_usage("realtime") == (Decimal(294), 291)
+    # The events listing shows what counts; include=superseded shows what was replaced.
+    window = (
+        f"/v1/events?customer_id=cust_acme&from={HOUR.isoformat().replace('+00:00', 'Z')}"
+        f"&to={(HOUR + timedelta(hours=1)).isoformat().replace('+00:00', 'Z')}"
+    )
+    counting = _call(ingest, "GET", window, headers)["data"]
+    assert [(e["idempotency_key"], e["superseded_by"]) for e in counting] == [("fix-1", None)]
+    everything = _call(ingest, "GET", window + "&include=superseded", headers)["data"]
+    assert (
+        sorted((e["superseded_by"] or "counts") for e in everything)
+        == sorted(["counts"] + [opened["id"]] * 10)
+    )
     # The issued invoice and the events behind its lines did not change.
     assert client.call("GET", f"/v1/invoices/{june['id']}") == june
     assert _all_events(client, lines[0]["events_url"]) == billed_events

@@ -239,3 +239,13 @@ def states(connection: Connection, metric_keys: Sequence[str]) -> dict[str, list
     ):
         found[str(key)].append((str(correction_id), str(status)))
     return found
+
+
+def corrected_metrics(connection: Connection, metric_key: str | None) -> list[str]:
+    """Metrics (or the one named) with an applied or reverted correction."""
+    rows = connection.exec_driver_sql(
+        "SELECT DISTINCT metric_key FROM corrections WHERE status <> 'open' "
+        "AND (%(m)s::text IS NULL OR metric_key = %(m)s) ORDER BY 1",
+        {"m": metric_key},
+    )
+    return [str(key) for (key,) in rows]

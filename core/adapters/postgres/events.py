@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any, NamedTuple
@@ -13,7 +13,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine, text
 
 from core.adapters.postgres.database import driver_rows
+from core.adapters.postgres.usage import superseded_clauses
 from core.adapters.queue import CountedJob
+from core.domain.corrections import Supersession
 from core.domain.events import UsageEvent
 
 _known_partitions: set[datetime] = set()
@@ -203,10 +205,17 @@ def page(
     end: datetime | None,
     after: tuple[datetime, str] | None,
     limit: int,
+    hide: Mapping[str, Supersession] | None = None,
 ) -> list[dict[str, Any]]:
-    """Events in (timestamp, id) order, the order GET /v1/events pages in."""
+    """Events in (timestamp, id) order, the order GET /v1/events pages in; those that
+    `hide` (per metric) supersedes are left out."""
     clauses = ["customer_id = %(customer)s"]
     params: dict[str, Any] = {"customer": customer_id, "limit": limit}
+    for index, (key, superseded) in enumerate(sorted((hide or {}).items())):
+        counts = superseded_clauses(superseded, params, f"h{index}")
+        if counts:
+            params[f"h{index}_metric"] = key
+            clauses.append(f"(metric_key <> %(h{index}_metric)s OR ({' AND '.join(counts)}))")
     if metric_key is not None:
         clauses.append("metric_key = %(metric)s")
         params["metric"] = metric_key
@@ -220,7 +229,7 @@ def page(
         clauses.append("(timestamp, id) > (%(after_ts)s, %(after_id)s)")
         params["after_ts"], params["after_id"] = after
     where = " AND ".join(clauses)  # fixed clauses above; every value is a bound parameter
-    query = f"SELECT id, customer_id, metric_key, value, timestamp, properties, idempotency_key, received_at, region FROM events WHERE {where} ORDER BY timestamp, id LIMIT %(limit)s"  # noqa: S608
+    query = f"SELECT id, customer_id, metric_key, value, timestamp, properties, idempotency_key, received_at, region, correction_id FROM events WHERE {where} ORDER BY timestamp, id LIMIT %(limit)s"  # noqa: S608
     rows = connection.exec_driver_sql(query, params)
     columns = list(rows.keys())
     return [dict(zip(columns, row, strict=True)) for row in rows]

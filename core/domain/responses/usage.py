@@ -28,6 +28,10 @@ class StoredEvent(ResponseModel):
     idempotency_key: str
     received_at: InstantText
     region: str
+    superseded_by: str | None = Field(
+        description="the correction that supersedes it (listed with include=superseded); "
+        "null: it counts"
+    )
 
 
 class Violation(ResponseModel):
