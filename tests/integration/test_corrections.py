@@ -175,9 +175,8 @@ def test_a_replace_previews_applies_and_reverts_without_touching_the_issued_invo
     counting = _call(ingest, "GET", window, headers)["data"]
     assert [(e["idempotency_key"], e["superseded_by"]) for e in counting] == [("fix-1", None)]
     everything = _call(ingest, "GET", window + "&include=superseded", headers)["data"]
-    assert (
-        sorted((e["superseded_by"] or "counts") for e in everything)
-        == sorted(["counts"] + [opened["id"]] * 10)
+    assert sorted((e["superseded_by"] or "counts") for e in everything) == sorted(
+        ["counts"] + [opened["id"]] * 10
     )
     # The issued invoice and the events behind its lines did not change.
     assert client.call("GET", f"/v1/invoices/{june['id']}") == june
