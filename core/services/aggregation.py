@@ -49,9 +49,13 @@ def refold_metric(job: queue.Job) -> None:
     since = datetime.fromisoformat(str(job.payload["since"]))
     with get_database().transaction() as connection:
         rollups.lock_metrics(connection, [key], exclusive=True)
-        unfolded = rollups.unfinished_jobs(connection, AGGREGATE_QUEUE, FOLD_JOB)
         rollups.refold(
-            connection, key, meter_versions(connection, key), since=since, unfolded_job_ids=unfolded
+            connection,
+            key,
+            meter_versions(connection, key),
+            since=since,
+            fold_queue=AGGREGATE_QUEUE,
+            fold_kind=FOLD_JOB,
         )
     log.info("rollups rebuilt", extra={"metric_key": key, "since": since.isoformat()})
 

@@ -457,7 +457,8 @@ def _settle(
         customer_id=row["customer_id"],
         start=row["window_start"],
         end=row["window_end"],
-        unfolded_job_ids=rollups.unfinished_jobs(connection, AGGREGATE_QUEUE, FOLD_JOB),
+        fold_queue=AGGREGATE_QUEUE,
+        fold_kind=FOLD_JOB,
     )
     created: list[dict[str, Any]] = []
     for subscription in _share_subscriptions(connection, _customers(connection, row)):

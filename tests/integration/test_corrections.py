@@ -4,6 +4,9 @@ with the checksums of the events added and superseded; the issued invoice and th
 behind its lines unchanged), an amend and the one-event retract, a draft re-priced,
 events posted into a correction validated and counted only once applied, owners."""
 
+import random
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,7 +14,7 @@ import psycopg
 import pytest
 from functions_framework import create_app
 
-from core.domain.corrections import events_checksum
+from core.domain.corrections import NewCorrection, events_checksum
 from core.services import aggregation, usage
 from tests.asgi_client import create_app as create_asgi_app
 from tests.integration.billing_setup import JULY, JUNE, MAIN
@@ -347,3 +350,182 @@ def test_only_admins_or_the_owning_team_correct_a_metric(apps, db):
         api, "POST", "/v1/corrections", client.headers, {**body, "to": body["from"]}, expect=422
     )
     assert bad["code"] == "validation_error"
+
+
+# -- races (API.md §19: nothing lost, nothing counted twice) --------------------------------
+
+
+def _counted_june(db, replace, amend_keys):
+    """What should count for June, straight from the events: every stored event of June
+    but those the applied replace supersedes (in its window, received before its apply,
+    not its own) and those the applied amend retracted."""
+    with psycopg.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT value, timestamp, received_at, correction_id, idempotency_key FROM events "
+            "WHERE customer_id = 'cust_acme' AND timestamp >= %s AND timestamp < %s",
+            (JUNE, JULY),
+        ).fetchall()
+        applied_at = connection.execute(
+            "SELECT applied_at FROM corrections WHERE id = %s", (replace["id"],)
+        ).fetchone()[0]
+    total = Decimal(0)
+    for value, at, received, correction, key in rows:
+        start, end = replace["from"], replace["to"]
+        if correction is None and start <= at < end and received < applied_at:
+            continue
+        if key in amend_keys:
+            continue
+        total += value
+    return total
+
+
+def _billed_june(client, invoice_id):
+    invoice = client.call("GET", f"/v1/invoices/{invoice_id}")
+    (line,) = [
+        x for x in invoice["lines"] if x.get("metric_key") == "api_calls" and x["type"] == "usage"
+    ]
+    quantity, amount = Decimal(line["quantity"]), Decimal(line["amount"])
+    adjustments = client.call("GET", "/v1/adjustments?customer_id=cust_acme&limit=1000")["data"]
+    for adjustment in adjustments:
+        if (
+            adjustment["original_invoice_id"] == invoice_id
+            and adjustment["status"] != "cancelled"
+            and adjustment["kind"] in {"late_usage", "correction", "reversal"}
+        ):
+            quantity += Decimal(adjustment["quantity_delta"])
+            amount += Decimal(adjustment["amount_delta"])
+    return quantity, amount
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_corrections_racing_late_events_folds_an_issue_and_each_other_count_every_event_once(
+    apps, db, seed
+):
+    """Late June events posted continuously into the window of a replace, the aggregator
+    folding, June's invoice issued, a replace and an overlapping amend applied, all at
+    once on real connections; then the issued invoice + its adjustments = the exact price
+    of the events that count, and those are what the events themselves say should count."""
+    from core.services import corrections as correcting
+    from core.services import ingest as ingesting
+    from core.services.caller import SYSTEM
+    from core.services.invoicing import lifecycle
+
+    client, subscription_id, _, _ = apps
+    rng = random.Random(seed)
+    draft = client.draft(subscription_id)
+    window_start = JUNE + timedelta(days=20)
+    replace = correcting.create(
+        SYSTEM,
+        NewCorrection.model_validate(
+            {
+                "metric_key": "api_calls",
+                "customer_id": "cust_acme",
+                "from": window_start.isoformat(),
+                "to": (window_start + timedelta(days=3)).isoformat(),
+                "mode": "replace",
+                "reason": "double-sent",
+            }
+        ),
+    )
+    correcting.add_events(
+        SYSTEM,
+        replace["id"],
+        [
+            {
+                "customer_id": "cust_acme",
+                "metric_key": "api_calls",
+                "value": "7",
+                "timestamp": (window_start + timedelta(hours=5)).isoformat(),
+                "idempotency_key": f"fix-{seed}",
+            }
+        ],
+    )
+    amend = correcting.create(
+        SYSTEM,
+        NewCorrection.model_validate(
+            {
+                "metric_key": "api_calls",
+                "from": (window_start + timedelta(days=1)).isoformat(),
+                "to": JULY.isoformat(),
+                "mode": "amend",
+                "reason": "test traffic",
+            }
+        ),
+    )
+    amend_keys = {"e21", "e25", "e27"}  # June 22, 26 and 28: one inside the replace
+    correcting.retract(SYSTEM, amend["id"], sorted(amend_keys))
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def guarded(work):
+        def run():
+            try:
+                work()
+            except BaseException as error:  # collected and asserted
+                failures.append(error)
+                stop.set()
+
+        return threading.Thread(target=run)
+
+    def producer():
+        local = random.Random(seed * 7)
+        batch = 0
+        while not stop.is_set():
+            ingesting.ingest(
+                [
+                    _late(f"r{seed}-{batch}-{i}", 20 + local.randrange(9), local.randint(1, 3))
+                    for i in range(local.randint(1, 4))
+                ]
+            )
+            batch += 1
+            time.sleep(local.uniform(0, 0.003))
+
+    def folder():
+        while not stop.is_set():
+            aggregation.drain()
+            time.sleep(rng.uniform(0, 0.003))
+
+    def corrector():
+        time.sleep(rng.uniform(0.01, 0.05))
+        correcting.apply(SYSTEM, replace["id"])
+
+    def amender():
+        time.sleep(rng.uniform(0.01, 0.05))
+        correcting.apply(SYSTEM, amend["id"])
+
+    def invoicer():
+        time.sleep(rng.uniform(0.01, 0.05))
+        lifecycle.issue(SYSTEM, draft["id"])
+        time.sleep(0.1)
+        stop.set()
+
+    threads = [guarded(w) for w in (producer, folder, corrector, amender, invoicer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    while aggregation.drain().claimed:
+        pass
+    exact = usage.exact_summary(
+        customer_id="cust_acme", metric_key="api_calls", start=JUNE, end=JULY
+    )
+    assert exact["value"] == _counted_june(db, correcting.get(replace["id"]), amend_keys)
+    assert (
+        usage.summary(
+            mode="realtime", customer_id="cust_acme", metric_key="api_calls", start=JUNE, end=JULY
+        )["value"]
+        == exact["value"]
+    )
+    quantity, amount = _billed_june(client, draft["id"])
+    assert (quantity, amount) == (exact["value"], exact["value"] * Decimal("0.01"))
+
+
+def _late(key, day, value):
+    return {
+        "customer_id": "cust_acme",
+        "metric_key": "api_calls",
+        "value": value,
+        "timestamp": (JUNE + timedelta(days=day, hours=5, minutes=day)).isoformat(),
+        "idempotency_key": key,
+    }

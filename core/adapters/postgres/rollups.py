@@ -37,6 +37,15 @@ NEWER = (
 )
 
 
+# Events already folded, as one statement sees them: not of a fold job still unfinished,
+# read in the same statement (an InitPlan, evaluated once), so a job that commits or
+# finishes while a refold runs is either in the refold or folded by its own job, never both.
+FOLDED = (
+    "ingest_job_id <> ALL(ARRAY(SELECT id FROM jobs WHERE queue = %(fold_queue)s "
+    "AND kind = %(fold_kind)s AND status <> 'done'))"
+)
+
+
 def lock_metrics(connection: Connection, keys: Sequence[str], *, exclusive: bool) -> None:
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     for key in sorted(keys):
@@ -166,10 +175,11 @@ def refold(
     versions: Sequence[MeterVersion],
     *,
     since: datetime,
-    unfolded_job_ids: Sequence[int],
+    fold_queue: str,
+    fold_kind: str,
 ) -> int:
     """Rebuild a metric's rollups from the hour of `since` on, from the events already
-    folded (those of unfinished jobs are folded by their jobs)."""
+    folded (those of unfinished fold jobs are folded by their jobs: `FOLDED`)."""
     hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     for table in (
         "usage_rollups",
@@ -185,8 +195,8 @@ def refold(
         connection,
         metric_key,
         versions,
-        where=["ingest_job_id <> ALL(%(unfolded)s)"],
-        params={"unfolded": list(unfolded_job_ids)},
+        where=[FOLDED],
+        params={"fold_queue": fold_queue, "fold_kind": fold_kind},
         since=hour,
     )
 
@@ -199,7 +209,8 @@ def refold_window(
     customer_id: str | None,
     start: datetime,
     end: datetime,
-    unfolded_job_ids: Sequence[int],
+    fold_queue: str,
+    fold_kind: str,
 ) -> int:
     """Rebuild a metric's rollups (of one customer, or all) for the hours [start, end)
     touches, from the events already folded (a correction applied or reverted: what counts
@@ -209,7 +220,7 @@ def refold_window(
     if last < end:
         last += timedelta(hours=1)
     params: dict[str, Any] = {"metric": metric_key, "first": first, "last": last}
-    where = ["ingest_job_id <> ALL(%(unfolded)s)", "timestamp < %(last)s"]
+    where = [FOLDED, "timestamp < %(last)s"]
     scope = ""
     if customer_id is not None:
         params["customer"] = customer_id
@@ -231,7 +242,7 @@ def refold_window(
         metric_key,
         versions,
         where=where,
-        params={**params, "unfolded": list(unfolded_job_ids)},
+        params={**params, "fold_queue": fold_queue, "fold_kind": fold_kind},
         since=first,
     )
 
