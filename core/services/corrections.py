@@ -652,3 +652,19 @@ def retract_event(caller: Caller, idempotency_key: str, reason: str) -> dict[str
         )
         retract(caller, opened["id"], [idempotency_key])
         return apply(caller, opened["id"])
+
+
+def adjustments_of(correction_id: str) -> list[dict[str, Any]]:
+    """The adjustments a correction recorded (applying and reverting), oldest first."""
+    with get_database().transaction() as connection:
+        return [
+            adjustment_view(row)
+            for row in invoice_rows.adjustments_of_correction(connection, correction_id)
+        ]
+
+
+def may_correct(caller: Caller, metric_key: str) -> bool:
+    with get_database().transaction() as connection:
+        versions = metric_rows.versions(connection, [metric_key])[metric_key]
+    owner = (versions[-1]["contract"] or {}).get("owner") if versions else None
+    return may_change(caller.scopes, caller.team, owner)

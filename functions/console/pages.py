@@ -14,6 +14,7 @@ from core.domain.canonical import rfc3339
 from core.services import (
     audit,
     console_sessions,
+    corrections,
     dead_letters,
     event_explorer,
     pricing,
@@ -51,6 +52,10 @@ def register(app: FunctionApp) -> None:
         ("/dashboard/metrics", "GET", metric_list, False),
         ("/dashboard/metrics/<key>", "GET", metric, False),
         ("/dashboard/metrics/<key>/release", "POST", release, True),
+        ("/dashboard/corrections", "GET", correction_list, False),
+        ("/dashboard/corrections/<correction_id>", "GET", correction, False),
+        ("/dashboard/corrections/<correction_id>/apply", "POST", apply_correction, True),
+        ("/dashboard/corrections/<correction_id>/revert", "POST", revert_correction, True),
         ("/dashboard/dead-letters", "GET", dead_letter_list, False),
         ("/dashboard/dead-letters/<int:letter_id>/redeliver", "POST", redeliver, True),
         ("/dashboard/audit", "GET", audit_log, False),
@@ -350,6 +355,50 @@ def release(request: Request, session: Session) -> Reply:
         f"contract in force; {done['remaining']} held in all."
     )
     return web.redirect(f"/dashboard/metrics/{quote(key)}?" + urlencode({"notice": notice}))
+
+
+def correction_list(request: Request, session: Session) -> Reply:
+    found, _ = corrections.list_corrections(
+        metric_key=None, status_=None, cursor=request.query("cursor"), limit=200
+    )
+    return web.render(
+        "corrections.html.j2", session=session, active="Corrections", corrections=found
+    )
+
+
+def correction(request: Request, session: Session) -> Reply:
+    """A correction; while open, its exact preview as a table; apply or revert for the
+    metric's owners and admins; the adjustments it recorded."""
+    shown = corrections.get(request.params["correction_id"])
+    preview = (
+        corrections.preview(session.caller, shown["id"]) if shown["status"] == "open" else None
+    )
+    return web.render(
+        "correction.html.j2",
+        session=session,
+        active="Corrections",
+        correction=shown,
+        preview=preview,
+        adjustments=corrections.adjustments_of(shown["id"]),
+        may_change=corrections.may_correct(session.caller, shown["metric_key"]),
+        notice=request.query("notice"),
+    )
+
+
+def apply_correction(request: Request, session: Session) -> Reply:
+    done = corrections.apply(session.caller, request.params["correction_id"])
+    notice = f"Applied: {len(done['adjustments'])} adjustment(s) recorded on issued invoices."
+    return web.redirect(
+        f"/dashboard/corrections/{quote(done['id'])}?" + urlencode({"notice": notice})
+    )
+
+
+def revert_correction(request: Request, session: Session) -> Reply:
+    done = corrections.revert(session.caller, request.params["correction_id"])
+    notice = f"Reverted: {len(done['adjustments'])} adjustment(s) the other way."
+    return web.redirect(
+        f"/dashboard/corrections/{quote(done['id'])}?" + urlencode({"notice": notice})
+    )
 
 
 def dead_letter_list(request: Request, session: Session) -> Reply:

@@ -421,3 +421,76 @@ def test_a_metric_page_shows_its_contract_and_quarantine_and_its_owner_releases(
     assert "gpu-negative" in page.locator("table tbody tr").inner_text()
     watched.shot("metric-released")
     watched.clean()
+
+
+def test_a_correction_page_previews_then_its_owner_applies_and_the_adjustment_is_listed(
+    watched, world
+):
+    admin, base = world["admin"], world["base"]
+    start = LAST_MONTH + timedelta(days=3)
+    opened = admin.post(
+        base + "/v1/corrections",
+        json={
+            "metric_key": "api_calls",
+            "customer_id": "cust_console",
+            "from": start.isoformat(),
+            "to": (start + timedelta(hours=1)).isoformat(),
+            "mode": "replace",
+            "reason": "the gateway double-counted retries for an hour",
+        },
+        timeout=10,
+    ).json()
+    posted = admin.post(
+        base + f"/v1/corrections/{opened['id']}/events",
+        json={
+            "events": [
+                {
+                    "customer_id": "cust_console",
+                    "metric_key": "api_calls",
+                    "value": 4,
+                    "timestamp": (start + timedelta(minutes=30)).isoformat(),
+                    "idempotency_key": "console-fix-1",
+                }
+            ]
+        },
+        timeout=10,
+    ).json()
+    assert posted["accepted"] == 1
+    (expected,) = admin.get(base + f"/v1/corrections/{opened['id']}/preview", timeout=10).json()[
+        "periods"
+    ]
+    assert expected["carried_by"] == "adjustment"
+    # A read-only session sees the preview and may not apply.
+    log_in(watched, world["read_key"])
+    page = watched.page
+    page.goto(base + "/dashboard/corrections")
+    page.get_by_role("link", name=opened["id"]).click()
+    row = page.locator("table tbody tr").first
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0] == "cust_console"
+    assert cells[2:7] == [
+        expected["old_quantity"],
+        expected["new_quantity"],
+        expected["old_amount"],
+        expected["new_amount"],
+        expected["amount_difference"],
+    ], cells
+    assert world["invoice"]["number"] in cells[7]
+    assert page.get_by_role("button", name="Apply").is_disabled()
+    watched.shot("correction-preview")
+    # An admin applies it from the console; the adjustment is listed with its checksums.
+    page.context.clear_cookies()
+    log_in(watched, ADMIN_SECRET)
+    page.goto(base + f"/dashboard/corrections/{opened['id']}")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("[role=status]")).to_contain_text("Applied: 1 adjustment(s)")
+    expect(page.locator(".badge")).to_have_text("applied")
+    listed = page.locator("table tbody tr")
+    expect(listed).to_have_count(1)
+    assert f"Correction {opened['id']}" in listed.inner_text()
+    adjustments = admin.get(base + "/v1/adjustments?customer_id=cust_console", timeout=10).json()
+    (made,) = [a for a in adjustments["data"] if a["correction_id"] == opened["id"]]
+    assert made["amount_delta"] == expected["amount_difference"]
+    assert page.get_by_role("button", name="Revert").is_enabled()
+    watched.shot("correction-applied")
+    watched.clean()

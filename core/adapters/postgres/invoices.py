@@ -290,3 +290,12 @@ def drafts(connection: Connection, *, after: str | None, limit: int) -> list[str
     if after is not None:
         query = query.where(invoices.c.id > after)
     return [str(row) for row in connection.execute(query.limit(limit)).scalars()]
+
+
+def adjustments_of_correction(connection: Connection, correction_id: str) -> list[dict[str, Any]]:
+    rows = connection.execute(
+        select(adjustments)
+        .where(adjustments.c.correction_id == correction_id)
+        .order_by(adjustments.c.created_at, adjustments.c.id)
+    )
+    return [as_dict(row) for row in rows]
