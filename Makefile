@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test system-deps lint format migrate unit integration contract e2e fuzz bench-ingest bench-usage bench-calculate bench-invoice-run bench-console bench-soak manifests clean
+.PHONY: run test system-deps lint format migrate unit integration contract e2e fuzz bench-ingest bench-usage bench-calculate bench-invoice-run bench-console bench-soak bench-contracts bench-corrections manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,14 @@ bench-console: $(STAMP)
 ## bench-soak: a steady ingest load with short retention: table sizes and memory over time
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak.py
+
+## bench-contracts: batch ingestion with a 6-rule data contract against the same without one
+bench-contracts: $(STAMP)
+	$(BIN)/python bench/contracts.py
+
+## bench-corrections: a replace of 1M events by 1M (preview, apply) and the exact scan after it
+bench-corrections: $(STAMP)
+	$(BIN)/python bench/corrections.py
 
 ## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
 manifests: $(STAMP)

@@ -343,6 +343,7 @@ def line_events(
             end=datetime.fromisoformat(coverage["end"]),
             after=after,
             limit=limit + 1,
+            received_by=priced_at,
         )
     more = len(page) > limit
     page = page[:limit]

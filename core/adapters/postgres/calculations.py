@@ -47,10 +47,16 @@ def counted_events(
     end: datetime,
     after: tuple[datetime, str] | None,
     limit: int,
+    received_by: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The events the meter versions count in [start, end), each with its version, in
-    (timestamp, idempotency key in byte order) order, after the cursor."""
+    (timestamp, idempotency key in byte order) order, after the cursor; with
+    `received_by`, only those received by then (what a calculation priced then saw)."""
     params: dict[str, Any] = {"customer": customer_id, "metric": metric_key, "limit": limit}
+    received = []
+    if received_by is not None:
+        params["received_by"] = received_by
+        received = ["received_at <= %(received_by)s"]
     selects = []
     for version in versions:
         window = window_of(version, start, end)
@@ -60,7 +66,7 @@ def counted_events(
             version,
             params,
             f"v{version.version}",
-            where=["customer_id = %(customer)s", "metric_key = %(metric)s"],
+            where=["customer_id = %(customer)s", "metric_key = %(metric)s", *received],
             window=window,
         )
         selects.append(
