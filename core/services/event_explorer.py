@@ -1,6 +1,7 @@
 """The events explorer: a customer's raw events with, for each, whether it counts toward
-its metric and why not — the meter version in force at its timestamp and the filter that
-leaves it out (an event a filter excludes is stored and accepted, and not counted)."""
+its metric and why not — the correction that superseded it, the meter version in force at
+its timestamp and the filter that leaves it out (an event a filter excludes is stored and
+accepted, and not counted)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def explain(
         end=end,
         cursor=cursor,
         limit=limit,
+        include_superseded=True,  # shown, and said why they no longer count
     )
     meters: dict[str, Meter] = {}
     with get_database().transaction() as connection:
@@ -37,8 +39,10 @@ def explain(
     explained = []
     for event in events:
         version = meters[event["metric_key"]].version_at(event["timestamp"])
-        if version is None:
-            reason: str | None = "no meter version is in force at its timestamp"
+        if event["superseded_by"] is not None:
+            reason: str | None = f"superseded by correction {event['superseded_by']}"
+        elif version is None:
+            reason = "no meter version is in force at its timestamp"
         else:
             reason = version.exclusion(event["properties"] or {})
         explained.append(

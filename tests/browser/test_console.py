@@ -493,4 +493,14 @@ def test_a_correction_page_previews_then_its_owner_applies_and_the_adjustment_is
     assert made["amount_delta"] == expected["amount_difference"]
     assert page.get_by_role("button", name="Revert").is_enabled()
     watched.shot("correction-applied")
+    # The events explorer says which events the correction superseded, and which counts.
+    window = f"&from={start.isoformat()}&to={(start + timedelta(hours=1)).isoformat()}"
+    page.goto(
+        base
+        + "/dashboard/events?customer_id=cust_console&metric_key=api_calls"
+        + window.replace("+", "%2B")
+    )
+    rows = page.locator("table tbody tr").all_inner_texts()
+    superseded = [r for r in rows if f"superseded by correction {opened['id']}" in r]
+    assert len(superseded) >= 12 and any("console-fix-1" in r and "yes" in r for r in rows), rows
     watched.clean()
