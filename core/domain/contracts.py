@@ -166,6 +166,21 @@ class CompiledContract:
             else jsonschema_rs.Draft202012Validator(contract.properties)
         )
         self._producers = None if contract.producers is None else frozenset(contract.producers)
+        rule = contract.value
+        self._minimum = None if rule is None else rule.minimum
+        self._maximum = None if rule is None else rule.maximum
+        self._integer = rule is not None and rule.type == "integer"
+
+    def passes(self, value: Decimal, properties: Mapping[str, Any]) -> bool:
+        """Whether the event meets the contract: the per-event fast path (no violation is
+        described unless one is found: `check`)."""
+        if self._minimum is not None and value < self._minimum:
+            return False
+        if self._maximum is not None and value > self._maximum:
+            return False
+        if self._integer and value != value.to_integral_value():
+            return False
+        return self._validator is None or self._validator.is_valid(properties)
 
     @property
     def quarantines(self) -> bool:

@@ -43,6 +43,10 @@ class _Metric:
 
     def at(self, instant: datetime) -> tuple[int | None, CompiledContract | None]:
         """The version in force at `instant` and its contract (None, None before the first)."""
+        if len(self.starts) == 1:  # most metrics: no bisection
+            return (
+                (self.versions[0], self.contracts[0]) if instant >= self.starts[0] else (None, None)
+            )
         index = bisect.bisect_right(self.starts, instant) - 1
         if index < 0:
             return None, None
@@ -95,6 +99,9 @@ class ContractBook:
 
     def at(self, key: str, instant: datetime) -> tuple[int | None, CompiledContract | None]:
         return self._metrics[key].at(instant)
+
+    def metric(self, key: str) -> _Metric:
+        return self._metrics[key]
 
     def any_contract(self, keys: Iterable[str]) -> bool:
         return any(self._metrics[key].has_contracts for key in keys)

@@ -192,11 +192,16 @@ def _check_contracts(
     held: list[rows.Quarantined] = []
     if not contracts.BOOK.any_contract({event.metric_key for _, event in firsts}):
         return refused, held
+    metrics = {key: contracts.BOOK.metric(key) for key in {e.metric_key for _, e in firsts}}
     for (index, event), event_id in zip(firsts, ids, strict=True):
-        version, contract = contracts.BOOK.at(event.metric_key, event.timestamp)
+        version, contract = metrics[event.metric_key].at(event.timestamp)
         if contract is None or version is None:
             continue
         key = event.idempotency_key
+        if contract.passes(event.value, event.properties) and contract.producer_allowed(
+            producers[index]
+        ):
+            continue
         if not contract.producer_allowed(producers[index]):
             refused[index] = Outcome(
                 index,
