@@ -15,6 +15,7 @@ writes one row, and raw events stay insert-only.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from core.domain.errors import Conflict
 from core.domain.fields import ClientId, Instant, MetricKey
 
 RETRACT_KEYS_MAX = 5000
+CORRECTION_ID = re.compile(r"^cor_[0-9a-f]{16}$")
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 

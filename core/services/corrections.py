@@ -585,39 +585,37 @@ def preview(caller: Caller, correction_id: str) -> dict[str, Any]:
                     periods.append((subscription, period, old))
         trial = connection.begin_nested()
         try:
-            rollups.lock_metrics(connection, [row["metric_key"]], exclusive=True)
-            staged = rows.staged_window(connection, correction_id)
-            if staged:
-                event_rows.ensure_partitions(
-                    database.maintenance_engine, month_starts(e["timestamp"] for e in staged)
-                )
-                job = rows.record_job(connection, correction_id)
-                rows.move_into_events(
-                    connection, correction_id, region=settings().abaxus_region, job=job
-                )
-            rows.change(
-                connection,
-                correction_id,
-                {"status": "applied", "applied_at": _now(connection), "applied_by": caller.actor},
-            )
-            shown_periods = []
-            for subscription, period, (old_quantity, old_amount) in periods:
-                new = _metric_usage(connection, subscription["id"], period, row["metric_key"])
-                new_quantity, new_amount = new or (Decimal(0), Decimal(0))
-                shown_periods.append(
+            # The staged events as if they were moved in (received now, as an apply would
+            # receive them), without moving a row: `events` is shadowed for this savepoint by
+            # a temporary view of the table and the correction's staged events.
+            with rows.events_with_staged(connection, correction_id):
+                rows.change(
+                    connection,
+                    correction_id,
                     {
-                        "customer_id": subscription["customer_id"],
-                        "subscription_id": subscription["id"],
-                        "period": {"start": period.start, "end": period.end},
-                        "old_quantity": old_quantity,
-                        "new_quantity": new_quantity,
-                        "quantity_difference": new_quantity - old_quantity,
-                        "old_amount": old_amount,
-                        "new_amount": new_amount,
-                        "amount_difference": new_amount - old_amount,
-                        **_carrier(connection, subscription["id"], period),
-                    }
+                        "status": "applied",
+                        "applied_at": _now(connection),
+                        "applied_by": caller.actor,
+                    },
                 )
+                shown_periods = []
+                for subscription, period, (old_quantity, old_amount) in periods:
+                    new = _metric_usage(connection, subscription["id"], period, row["metric_key"])
+                    new_quantity, new_amount = new or (Decimal(0), Decimal(0))
+                    shown_periods.append(
+                        {
+                            "customer_id": subscription["customer_id"],
+                            "subscription_id": subscription["id"],
+                            "period": {"start": period.start, "end": period.end},
+                            "old_quantity": old_quantity,
+                            "new_quantity": new_quantity,
+                            "quantity_difference": new_quantity - old_quantity,
+                            "old_amount": old_amount,
+                            "new_amount": new_amount,
+                            "amount_difference": new_amount - old_amount,
+                            **_carrier(connection, subscription["id"], period),
+                        }
+                    )
         finally:
             trial.rollback()
         staged_count, retracted = rows.counts(connection, correction_id)

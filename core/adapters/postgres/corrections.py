@@ -3,7 +3,8 @@ and what supersedes which events now (or as of an instant)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from core.adapters.postgres.database import driver_rows
 from core.adapters.postgres.events import EVENT_COLUMNS
 from core.adapters.postgres.rows import as_dict
 from core.adapters.postgres.tables import correction_events, correction_retractions, corrections
-from core.domain.corrections import ReplacedRange, Supersession
+from core.domain.corrections import CORRECTION_ID, ReplacedRange, Supersession
 
 
 def insert_correction(connection: Connection, values: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +152,34 @@ def move_into_events(connection: Connection, correction_id: str, *, region: str,
         connection, _MOVE_SQL, {"correction": correction_id, "region": region, "job": job}
     )
     return int(moved)
+
+
+@contextmanager
+def events_with_staged(connection: Connection, correction_id: str) -> Iterator[None]:
+    """Within the block, `events` reads as the table plus the correction's staged events,
+    received now: a temporary view in pg_temp, which comes first on the search path (the
+    caller's savepoint rollback drops it). Statements are not prepared meanwhile: a plan
+    prepared earlier on this connection names the table itself, not the view."""
+    if not CORRECTION_ID.fullmatch(correction_id):
+        raise ValueError(f"not a correction id: {correction_id!r}")
+    driver = connection.connection.driver_connection
+    threshold = driver.prepare_threshold  # type: ignore[union-attr]
+    driver.prepare_threshold = None  # type: ignore[union-attr]
+    try:
+        _create_staged_view(connection, correction_id)
+        yield
+    finally:
+        driver.prepare_threshold = threshold  # type: ignore[union-attr]
+
+
+def _create_staged_view(connection: Connection, correction_id: str) -> None:
+    connection.exec_driver_sql(
+        "CREATE TEMPORARY VIEW events AS "  # noqa: S608 - a checked id, no client text
+        f"SELECT {EVENT_COLUMNS}, received_at, region, ingest_job_id, correction_id "
+        "FROM public.events UNION ALL "
+        f"SELECT {EVENT_COLUMNS}, now(), 'preview', 0::bigint, correction_id "
+        f"FROM public.correction_events WHERE correction_id = '{correction_id}'"
+    )
 
 
 def record_job(connection: Connection, correction_id: str) -> int:
