@@ -59,12 +59,22 @@ def window_of(
     return (lower, upper) if upper is None or lower < upper else None
 
 
-def superseded_clauses(superseded: Supersession, params: dict[str, Any], prefix: str) -> list[str]:
+def _scanned_customer(where: Sequence[str], params: dict[str, Any]) -> str | None:
+    """The one customer a scan is restricted to (callers write `customer_id = %(customer)s`),
+    so the predicates of other customers' corrections can be left out."""
+    return params.get("customer") if "customer_id = %(customer)s" in where else None
+
+
+def superseded_clauses(
+    superseded: Supersession, params: dict[str, Any], prefix: str, *, customer: str | None = None
+) -> list[str]:
     """The WHERE clauses that leave out the events corrections supersede (API.md §19): a
     replaced range (timestamp in it, received before the apply, of its customer), a
     retracted key, an event of a withdrawn (reverted) correction. None without corrections."""
     clauses = []
     for index, found in enumerate(superseded.replaced):
+        if customer is not None and found.customer_id not in {None, customer}:
+            continue  # another customer's range: nothing of this scan is in it
         name = f"{prefix}_r{index}"
         params[f"{name}_s"], params[f"{name}_e"] = found.start, found.end
         params[f"{name}_t"] = found.received_before
@@ -72,7 +82,7 @@ def superseded_clauses(superseded: Supersession, params: dict[str, Any], prefix:
         # the disjunction it is, so the planner can read the range's counting rows by the
         # events_received BRIN index instead of every superseded row.
         other_customer = ""
-        if found.customer_id is not None:
+        if found.customer_id is not None and customer is None:
             params[f"{name}_c"] = found.customer_id
             other_customer = f" OR customer_id <> %({name}_c)s"
         clauses.append(
@@ -103,7 +113,11 @@ def version_rows(
     if window[1] is not None:
         params[f"{prefix}_end"] = window[1]
         clauses.append(f"timestamp < %({prefix}_end)s")
-    clauses.extend(superseded_clauses(version.superseded, params, prefix))
+    clauses.extend(
+        superseded_clauses(
+            version.superseded, params, prefix, customer=_scanned_customer(where, params)
+        )
+    )
     for index, (name, allowed) in enumerate(sorted(version.filters.items())):
         params[f"{prefix}_f{index}_values"] = list(allowed)
         clauses.append(
@@ -136,7 +150,11 @@ def excluded_rows(
     if window[1] is not None:
         params[f"{prefix}_end"] = window[1]
         clauses.append(f"timestamp < %({prefix}_end)s")
-    clauses.extend(superseded_clauses(version.superseded, params, prefix))
+    clauses.extend(
+        superseded_clauses(
+            version.superseded, params, prefix, customer=_scanned_customer(where, params)
+        )
+    )
     kept = []
     for index, (name, allowed) in enumerate(sorted(version.filters.items())):
         params[f"{prefix}_x{index}_values"] = list(allowed)
