@@ -58,6 +58,14 @@ class Contract(BaseModel):
     properties: dict[str, Any] | None = None
     on_violation: Literal["reject", "quarantine"] = "reject"
 
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _exact_numbers(cls, schema: Any) -> Any:
+        """Request bodies parse numbers as Decimal (money is never a float): a schema's
+        numbers (`maximum: 1.5`, `multipleOf: 0.01`) become the JSON numbers they are,
+        exactly, or are refused where no JSON number reads back as the same value."""
+        return _json_numbers(schema)
+
     @field_validator("properties")
     @classmethod
     def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -86,6 +94,19 @@ def _remote_reference(schema: Any) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def _json_numbers(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        number = json_number(value)
+        if number is None:
+            raise ValueError(f"{value} is not a number a JSON Schema can state exactly")
+        return number
+    if isinstance(value, dict):
+        return {key: _json_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(item) for item in value]
+    return value
 
 
 def may_change(scopes: frozenset[str], team: str | None, owner: str | None) -> bool:

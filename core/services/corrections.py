@@ -43,6 +43,7 @@ from core.adapters.postgres import events as event_rows
 from core.adapters.postgres import invoices as invoice_rows
 from core.adapters.postgres import metrics as metric_rows
 from core.adapters.postgres import rollups
+from core.adapters.postgres import usage as usage_rows
 from core.adapters.postgres.database import get_database
 from core.config import settings
 from core.domain.canonical import decimal_text
@@ -55,9 +56,11 @@ from core.domain.corrections import (
 from core.domain.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.invoices import status
+from core.domain.meters import MeterVersion
 from core.domain.periods import Interval, Period, period_containing
 from core.services import audit, pricing
 from core.services.caller import Caller
+from core.services.contracts import compile_rows
 from core.services.ingest import Outcome, _within_batch
 from core.services.invoicing import lifecycle
 from core.services.invoicing.adjustments import CorrectionCause, adjust_late_usage
@@ -212,10 +215,18 @@ def add_events(caller: Caller, correction_id: str, raw_events: Sequence[Any]) ->
     ]
     with get_database().transaction() as connection:
         row = _open(connection, caller, correction_id)
+        # The events replace usage: the metric's contract holds for them as for any event
+        # (a violation is refused; a correction quarantines nothing).
+        book = compile_rows(
+            metric_rows.versions(connection, [row["metric_key"]])[row["metric_key"]]
+        )
         checked: list[UsageEvent | Invalid] = []
         for item in parsed:
-            problem = None if isinstance(item, Invalid) else _misfit(row, item)
-            if problem is not None and not isinstance(item, Invalid):
+            if isinstance(item, Invalid):
+                checked.append(item)
+                continue
+            problem = _misfit(row, item)
+            if problem is not None:
                 checked.append(
                     Invalid(
                         "outside_correction",
@@ -224,8 +235,25 @@ def add_events(caller: Caller, correction_id: str, raw_events: Sequence[Any]) ->
                         item.idempotency_key,
                     )
                 )
-            else:
-                checked.append(item)
+                continue
+            version, contract = book.at(item.timestamp)
+            violations = [] if contract is None else contract.check(item.value, item.properties)
+            if violations:
+                checked.append(
+                    Invalid(
+                        "contract_violation",
+                        f"the event breaks the contract of {row['metric_key']!r} version "
+                        f"{version}: "
+                        + "; ".join(f"{v.pointer} {v.message}" for v in violations[:5]),
+                        tuple(
+                            FieldError(v.location, f"{v.pointer} {v.message}", v.rule)
+                            for v in violations
+                        ),
+                        item.idempotency_key,
+                    )
+                )
+                continue
+            checked.append(item)
         outcomes, firsts, repeats = _within_batch(checked)
         staged, _ = rows.counts(connection, correction_id)
         if staged + len(firsts) > STAGED_PER_CORRECTION_MAX:
@@ -338,28 +366,20 @@ def retract(caller: Caller, correction_id: str, keys: Sequence[str]) -> dict[str
 def _customers(connection: Connection, row: dict[str, Any]) -> list[str]:
     if row["customer_id"] is not None:
         return [row["customer_id"]]
-    found = connection.exec_driver_sql(
-        "SELECT DISTINCT customer_id FROM events WHERE metric_key = %(m)s "
-        "AND timestamp >= %(s)s AND timestamp < %(e)s "
-        "UNION SELECT customer_id FROM correction_events WHERE correction_id = %(c)s ORDER BY 1",
-        {"m": row["metric_key"], "s": row["window_start"], "e": row["window_end"], "c": row["id"]},
-    )
-    return [str(customer) for (customer,) in found]
+    return rows.customers_in_window(connection, row)
 
 
-def _share_subscriptions(connection: Connection, customers: Sequence[str]) -> list[dict[str, Any]]:
-    """The customers' subscriptions, locked FOR SHARE in id order (the late-usage fold's
-    side of the lock issuing takes)."""
-    found = connection.exec_driver_sql(
-        "SELECT s.id, s.customer_id, s.starts_at, s.ends_at, p.interval FROM subscriptions s "
-        "JOIN plan_versions p ON p.plan_code = s.plan_code AND p.version = s.plan_version "
-        "WHERE s.customer_id = ANY(%(c)s) ORDER BY s.id FOR SHARE OF s",
-        {"c": list(customers)},
-    )
-    return [dict(r._mapping) for r in found]
+def _subscriptions(
+    connection: Connection, customers: Sequence[str], *, lock: bool
+) -> list[dict[str, Any]]:
+    """The customers' subscriptions with their plan's interval; with `lock`, FOR NO KEY
+    UPDATE in id order — the lock issuing takes, so no invoice of theirs is drafted, issued
+    or voided while a correction changes what their periods count, and no late-usage fold
+    of theirs interleaves with it."""
+    return rows.subscriptions_of(connection, customers, lock=lock)
 
 
-def _periods(subscription: dict[str, Any], start: datetime, end: datetime) -> list[Period]:
+def _billing_periods(subscription: dict[str, Any], start: datetime, end: datetime) -> list[Period]:
     """The subscription's billing periods that overlap [start, end)."""
     begin = max(start, subscription["starts_at"])
     stop = end if subscription["ends_at"] is None else min(end, subscription["ends_at"])
@@ -374,6 +394,34 @@ def _periods(subscription: dict[str, Any], start: datetime, end: datetime) -> li
         found.append(period)
         instant = period.end
     return found
+
+
+def _affected(
+    connection: Connection, subscription: dict[str, Any], start: datetime, end: datetime
+) -> list[tuple[Period, dict[str, Any]]]:
+    """Every period of the subscription that [start, end) touches, with what carries a
+    change of it: its live invoice (whatever period it was drafted for — an issued one:
+    an adjustment; a draft: re-priced), else the billing period, open (counted live)."""
+    live = invoice_rows.overlapping(connection, subscription["id"], start, end)
+    found: list[tuple[Period, dict[str, Any]]] = []
+    for invoice in live:
+        binding = status.binding(invoice["status"])
+        found.append(
+            (
+                Period(invoice["period_start"], invoice["period_end"]),
+                {
+                    "carried_by": "adjustment" if binding else "draft",
+                    "invoice_id": invoice["id"],
+                    "number": invoice["number"] if binding else None,
+                },
+            )
+        )
+    for period in _billing_periods(subscription, start, end):
+        if not any(i["period_start"] < period.end and period.start < i["period_end"] for i in live):
+            found.append(
+                (period, {"carried_by": "open_period", "invoice_id": None, "number": None})
+            )
+    return sorted(found, key=lambda item: item[0].start)
 
 
 def _metric_usage(
@@ -395,65 +443,23 @@ def _metric_usage(
     )
 
 
-def _carrier(connection: Connection, subscription_id: str, period: Period) -> dict[str, Any]:
-    found = invoice_rows.for_period(connection, subscription_id, period.start, period.end)
-    live = [i for i in found if i["status"] != "void"]
-    if not live:
-        return {"carried_by": "open_period", "invoice_id": None, "number": None}
-    invoice = live[0]
-    if status.binding(invoice["status"]):
-        return {
-            "carried_by": "adjustment",
-            "invoice_id": invoice["id"],
-            "number": invoice["number"],
-        }
-    return {"carried_by": "draft", "invoice_id": invoice["id"], "number": None}
-
-
-def _checksums(
-    connection: Connection, row: dict[str, Any], customer: str, period: Period, *, applying: bool
-) -> tuple[str, str]:
-    """The checksums of the period's events the correction adds and supersedes (applying)
-    or, reverting, the other way round."""
-    start, end = max(period.start, row["window_start"]), min(period.end, row["window_end"])
-    params = {"c": row["id"], "customer": customer, "m": row["metric_key"], "s": start, "e": end}
-    own = [
-        str(sha)
-        for (sha,) in connection.exec_driver_sql(
-            "SELECT content_sha256 FROM events WHERE correction_id = %(c)s "
-            "AND customer_id = %(customer)s AND timestamp >= %(s)s AND timestamp < %(e)s",
-            params,
-        )
-    ]
-    if row["mode"] == "replace":
-        superseded_sql = (
-            "SELECT content_sha256 FROM events WHERE metric_key = %(m)s "
-            "AND customer_id = %(customer)s AND timestamp >= %(s)s AND timestamp < %(e)s "
-            "AND received_at < %(t)s"
-        )
-        params["t"] = row["applied_at"]
-    else:
-        superseded_sql = (
-            "SELECT e.content_sha256 FROM correction_retractions r "
-            "JOIN events e ON e.id = r.event_id WHERE r.correction_id = %(c)s "
-            "AND e.customer_id = %(customer)s "
-            "AND e.timestamp >= %(s)s AND e.timestamp < %(e)s"
-        )
-    superseded = [str(sha) for (sha,) in connection.exec_driver_sql(superseded_sql, params)]
-    added, gone = (own, superseded) if applying else (superseded, own)
-    return events_checksum(added), events_checksum(gone)
-
-
 def _settle(
-    connection: Connection, caller: Caller, row: dict[str, Any], *, applying: bool
+    connection: Connection,
+    caller: Caller,
+    row: dict[str, Any],
+    subscriptions: list[dict[str, Any]],
+    before: list[MeterVersion],
+    *,
+    applying: bool,
 ) -> list[dict[str, Any]]:
-    """Steps 5 and 6 of the module's doc, for a correction whose status just changed."""
+    """Steps 5 and 6 of the module's doc, for a correction whose status just changed;
+    `before` is the metric's meters as they counted before the change."""
     metric = row["metric_key"]
-    versions = meter_versions(connection, metric)
+    after = meter_versions(connection, metric)
     rollups.refold_window(
         connection,
         metric,
-        versions,
+        after,
         customer_id=row["customer_id"],
         start=row["window_start"],
         end=row["window_end"],
@@ -461,14 +467,22 @@ def _settle(
         fold_kind=FOLD_JOB,
     )
     created: list[dict[str, Any]] = []
-    for subscription in _share_subscriptions(connection, _customers(connection, row)):
-        for period in _periods(subscription, row["window_start"], row["window_end"]):
-            carrier = _carrier(connection, subscription["id"], period)
+    for subscription in subscriptions:
+        for period, carrier in _affected(
+            connection, subscription, row["window_start"], row["window_end"]
+        ):
             if carrier["carried_by"] == "adjustment":
-                added, superseded = _checksums(
-                    connection, row, subscription["customer_id"], period, applying=applying
+                added, superseded = usage_rows.changed_events(
+                    connection,
+                    customer_id=subscription["customer_id"],
+                    metric_key=metric,
+                    start=max(period.start, row["window_start"]),
+                    end=min(period.end, row["window_end"]),
+                    before=before,
+                    after=after,
+                    new_in_after=row["id"] if applying else None,
                 )
-                before = {
+                before_ids = {
                     a["id"]
                     for a in invoice_rows.adjustments_around(connection, carrier["invoice_id"])
                 }
@@ -476,16 +490,35 @@ def _settle(
                     connection,
                     carrier["invoice_id"],
                     metric,
-                    cause=CorrectionCause(row["id"], row["reason"], added, superseded),
+                    cause=CorrectionCause(
+                        row["id"],
+                        row["reason"],
+                        events_checksum(added),
+                        events_checksum(superseded),
+                    ),
                 )
                 created.extend(
                     adjustment_view(a)
                     for a in invoice_rows.adjustments_around(connection, carrier["invoice_id"])
-                    if a["id"] not in before
+                    if a["id"] not in before_ids
                 )
             elif carrier["carried_by"] == "draft":
                 lifecycle.refresh(caller, carrier["invoice_id"])
     return created
+
+
+def _clock(connection: Connection) -> datetime:
+    """The instant of the change, read once the locks are held (not the transaction's
+    start): an issue that committed before the apply got its locks priced before it, so
+    the events behind its lines are listed as they stood then."""
+    found: datetime = connection.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
+    return found
+
+
+def _transaction_start(connection: Connection) -> datetime:
+    """now(): the instant a preview's view receives the staged events at."""
+    found: datetime = connection.exec_driver_sql("SELECT now()").scalar_one()
+    return found
 
 
 def _transition(caller: Caller, correction_id: str, *, applying: bool) -> dict[str, Any]:
@@ -497,7 +530,11 @@ def _transition(caller: Caller, correction_id: str, *, applying: bool) -> dict[s
         require_status(
             row, "open" if applying else "applied", "applied" if applying else "reverted"
         )
+        # The order every writer takes: the metric's fold lock, then the subscriptions.
         rollups.lock_metrics(connection, [row["metric_key"]], exclusive=True)
+        subscriptions = _subscriptions(connection, _customers(connection, row), lock=True)
+        before = meter_versions(connection, row["metric_key"])
+        at = _clock(connection)
         if applying:
             staged = rows.staged_window(connection, correction_id)
             if staged:
@@ -506,26 +543,26 @@ def _transition(caller: Caller, correction_id: str, *, applying: bool) -> dict[s
                 )
                 job = rows.record_job(connection, correction_id)
                 moved = rows.move_into_events(
-                    connection, correction_id, region=settings().abaxus_region, job=job
+                    connection,
+                    correction_id,
+                    region=settings().abaxus_region,
+                    job=job,
+                    received_at=at,
                 )
                 if moved != len(staged):
                     raise RuntimeError(f"moved {moved} staged events, expected {len(staged)}")
             row = rows.change(
                 connection,
                 correction_id,
-                {"status": "applied", "applied_at": _now(connection), "applied_by": caller.actor},
+                {"status": "applied", "applied_at": at, "applied_by": caller.actor},
             )
         else:
             row = rows.change(
                 connection,
                 correction_id,
-                {
-                    "status": "reverted",
-                    "reverted_at": _now(connection),
-                    "reverted_by": caller.actor,
-                },
+                {"status": "reverted", "reverted_at": at, "reverted_by": caller.actor},
             )
-        adjustments = _settle(connection, caller, row, applying=applying)
+        adjustments = _settle(connection, caller, row, subscriptions, before, applying=applying)
         shown = _shown(connection, row)
         money: dict[str, Decimal] = {}
         for adjustment in adjustments:
@@ -552,13 +589,6 @@ def _transition(caller: Caller, correction_id: str, *, applying: bool) -> dict[s
         return {**shown, "adjustments": adjustments}
 
 
-def _now(connection: Connection) -> datetime:
-    """The transaction's own now(): the instant staged events were received at, so they are
-    never superseded by their own correction's range (received_at < applied_at is false)."""
-    found: datetime = connection.exec_driver_sql("SELECT now()").scalar_one()
-    return found
-
-
 def apply(caller: Caller, correction_id: str) -> dict[str, Any]:
     return _transition(caller, correction_id, applying=True)
 
@@ -569,37 +599,37 @@ def revert(caller: Caller, correction_id: str) -> dict[str, Any]:
 
 def preview(caller: Caller, correction_id: str) -> dict[str, Any]:
     """Exactly what applying would do, per customer and billing period — old and new
-    quantity and amount of the metric, the difference and what carries it — computed by
-    applying it in a savepoint that is then rolled back: nothing changes."""
-    database = get_database()
-    with database.transaction() as connection:
-        row = rows.get(connection, correction_id, lock=True)
+    quantity and amount of the metric, the difference and what carries it — priced as it
+    is and through a temporary view of the events plus the staged ones, with the
+    correction marked applied, in a savepoint that is rolled back: nothing changes, and
+    nothing is locked beyond the savepoint (a read key cannot hold up applies or issues)."""
+    with get_database().transaction() as connection:
+        row = rows.get(connection, correction_id)
         if row is None:
             raise NotFound(f"no correction {correction_id!r}")
         require_status(row, "open", "previewed")
         periods = []
-        for subscription in _share_subscriptions(connection, _customers(connection, row)):
-            for period in _periods(subscription, row["window_start"], row["window_end"]):
+        for subscription in _subscriptions(connection, _customers(connection, row), lock=False):
+            for period, carrier in _affected(
+                connection, subscription, row["window_start"], row["window_end"]
+            ):
                 old = _metric_usage(connection, subscription["id"], period, row["metric_key"])
                 if old is not None:
-                    periods.append((subscription, period, old))
+                    periods.append((subscription, period, carrier, old))
         trial = connection.begin_nested()
         try:
-            # The staged events as if they were moved in (received now, as an apply would
-            # receive them), without moving a row: `events` is shadowed for this savepoint by
-            # a temporary view of the table and the correction's staged events.
             with rows.events_with_staged(connection, correction_id):
                 rows.change(
                     connection,
                     correction_id,
                     {
                         "status": "applied",
-                        "applied_at": _now(connection),
+                        "applied_at": _transaction_start(connection),  # the view's received_at
                         "applied_by": caller.actor,
                     },
                 )
                 shown_periods = []
-                for subscription, period, (old_quantity, old_amount) in periods:
+                for subscription, period, carrier, (old_quantity, old_amount) in periods:
                     new = _metric_usage(connection, subscription["id"], period, row["metric_key"])
                     new_quantity, new_amount = new or (Decimal(0), Decimal(0))
                     shown_periods.append(
@@ -613,7 +643,7 @@ def preview(caller: Caller, correction_id: str) -> dict[str, Any]:
                             "old_amount": old_amount,
                             "new_amount": new_amount,
                             "amount_difference": new_amount - old_amount,
-                            **_carrier(connection, subscription["id"], period),
+                            **carrier,
                         }
                     )
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from core.adapters.postgres import corrections as correction_rows
 from core.adapters.postgres import events as event_rows
 from core.adapters.postgres import metrics as metric_rows
 from core.adapters.postgres import quarantine as rows
@@ -96,6 +97,7 @@ def release(caller: Caller, metric_key: str, ids: Sequence[str] | None) -> dict[
                 code="not_owner",
             )
         book = compile_rows(versions)
+        superseded = correction_rows.supersession(connection, metric_key)
         found = rows.held(connection, metric_key, ids, limit=RELEASE_EVENTS_MAX)
         passing: dict[str, int] = {}
         still: list[tuple[str, int, list[dict[str, str]]]] = []
@@ -105,10 +107,23 @@ def release(caller: Caller, metric_key: str, ids: Sequence[str] | None) -> dict[
             violations = [] if contract is None else contract.check(row["value"], row["properties"])
             if version is None:
                 violations = []  # before the metric's first version: stored, counted by none
+            # Received before a replace of its window was applied, it would have been
+            # superseded had it been accepted: it stays held (a revert lets it go).
+            by = superseded.superseded_by(
+                customer_id=row["customer_id"],
+                timestamp=row["timestamp"],
+                received_at=row["received_at"],
+                idempotency_key=row["idempotency_key"],
+                correction_id=None,
+            )
             if violations:
                 shown = [v.view() for v in violations]
                 still.append((row["id"], version or row["metric_version"], shown))
                 results.append({"id": row["id"], "status": "quarantined", "violations": shown})
+            elif by is not None:
+                results.append(
+                    {"id": row["id"], "status": "superseded", "violations": [], "superseded_by": by}
+                )
             else:
                 passing[row["id"]] = version or row["metric_version"]
                 results.append({"id": row["id"], "status": "released", "violations": []})
@@ -130,7 +145,9 @@ def release(caller: Caller, metric_key: str, ids: Sequence[str] | None) -> dict[
         summary = {
             "metric_key": metric_key,
             "released": len(passing),
-            "still_quarantined": len(still),
+            "still_quarantined": sum(
+                r["status"] != "released" for r in results if r["status"] != "not_held"
+            ),
             "not_held": len(missing),
             "remaining": remaining,
             "results": results,

@@ -548,3 +548,220 @@ def _late(key, day, value):
         "timestamp": (JUNE + timedelta(days=day, hours=5, minutes=day)).isoformat(),
         "idempotency_key": key,
     }
+
+
+# -- review findings: each reproduced, then fixed ------------------------------------------------
+
+
+def test_an_invoice_of_any_period_the_window_touches_gets_the_adjustment(apps, db):
+    client, subscription_id, api, _ = apps
+    headers = client.headers
+    half = client.draft(subscription_id, JUNE, JUNE + timedelta(days=15))
+    half = client.call("POST", f"/v1/invoices/{half['id']}/issue")
+    opened = _call(
+        api,
+        "POST",
+        "/v1/corrections",
+        headers,
+        {
+            "metric_key": "api_calls",
+            "customer_id": "cust_acme",
+            "from": HOUR.isoformat(),
+            "to": (HOUR + timedelta(hours=1)).isoformat(),
+            "mode": "replace",
+            "reason": "r",
+        },
+        expect=201,
+    )
+    preview = _call(api, "GET", f"/v1/corrections/{opened['id']}/preview", headers)
+    assert [(p["period"]["end"], p["carried_by"], p["invoice_id"]) for p in preview["periods"]] == [
+        ("2026-06-16T00:00:00Z", "adjustment", half["id"])
+    ]
+    applied = _call(api, "POST", f"/v1/corrections/{opened['id']}/apply", headers)
+    assert [(a["amount_delta"], a["original_invoice_id"]) for a in applied["adjustments"]] == [
+        ("-0.1", half["id"])
+    ]
+
+
+def test_overlapping_corrections_state_only_what_each_changed_in_their_checksums(apps, db):
+    client, subscription_id, api, _ = apps
+    headers = client.headers
+    client.call("POST", f"/v1/invoices/{client.draft(subscription_id)['id']}/issue")
+    window = {
+        "metric_key": "api_calls",
+        "customer_id": "cust_acme",
+        "from": HOUR.isoformat(),
+        "to": (HOUR + timedelta(hours=1)).isoformat(),
+        "mode": "replace",
+        "reason": "r",
+    }
+    fix = {
+        "customer_id": "cust_acme",
+        "metric_key": "api_calls",
+        "timestamp": (HOUR + timedelta(minutes=30)).isoformat(),
+    }
+    first = _call(api, "POST", "/v1/corrections", headers, window, expect=201)
+    _call(
+        api,
+        "POST",
+        f"/v1/corrections/{first['id']}/events",
+        headers,
+        {"events": [{**fix, "value": "4", "idempotency_key": "fix-a"}]},
+        expect=207,
+    )
+    _call(api, "POST", f"/v1/corrections/{first['id']}/apply", headers)
+    second = _call(api, "POST", "/v1/corrections", headers, window, expect=201)
+    _call(
+        api,
+        "POST",
+        f"/v1/corrections/{second['id']}/events",
+        headers,
+        {"events": [{**fix, "value": "2", "idempotency_key": "fix-b"}]},
+        expect=207,
+    )
+    (adjustment,) = _call(api, "POST", f"/v1/corrections/{second['id']}/apply", headers)[
+        "adjustments"
+    ]
+
+    def only(key):
+        return _shas(db, "SELECT content_sha256 FROM events WHERE idempotency_key = %s", (key,))
+
+    assert (
+        adjustment["amount_delta"],
+        adjustment["superseded_sha256"],
+        adjustment["added_sha256"],
+    ) == (
+        "-0.02",
+        events_checksum(only("fix-a")),  # the originals were superseded already
+        events_checksum(only("fix-b")),
+    )
+    assert _june_usage() == (Decimal(292), 291)
+
+
+def test_events_posted_into_a_correction_meet_the_metrics_contract(apps, db):
+    client, _, api, _ = apps
+    headers = client.headers
+    _call(
+        api,
+        "POST",
+        "/v1/metrics",
+        headers,
+        {
+            "key": "gpu",
+            "name": "GPU",
+            "aggregation": "sum",
+            "effective_from": "2026-01-01T00:00:00Z",
+            "contract": {
+                "value": {"type": "integer", "maximum": 100},
+                "properties": {"type": "object", "properties": {"ratio": {"maximum": 1.5}}},
+            },
+        },
+        expect=201,
+    )
+    opened = _call(
+        api,
+        "POST",
+        "/v1/corrections",
+        headers,
+        {
+            "metric_key": "gpu",
+            "customer_id": "cust_acme",
+            "from": JUNE.isoformat(),
+            "to": JULY.isoformat(),
+            "mode": "replace",
+            "reason": "r",
+        },
+        expect=201,
+    )
+    event = {"customer_id": "cust_acme", "metric_key": "gpu", "timestamp": HOUR.isoformat()}
+    posted = _call(
+        api,
+        "POST",
+        f"/v1/corrections/{opened['id']}/events",
+        headers,
+        {
+            "events": [
+                {**event, "value": 500, "idempotency_key": "too-much"},
+                {**event, "value": 5, "idempotency_key": "bad-ratio", "properties": {"ratio": 2.5}},
+                {**event, "value": 5, "idempotency_key": "fine", "properties": {"ratio": 1.25}},
+            ]
+        },
+        expect=207,
+    )
+    assert [(r["outcome"], r.get("code")) for r in posted["results"]] == [
+        ("invalid", "contract_violation"),
+        ("invalid", "contract_violation"),
+        ("accepted", None),
+    ]
+    assert [e["type"] for r in posted["results"][:2] for e in r["errors"]] == ["maximum", "maximum"]
+
+
+def test_a_held_event_a_replace_superseded_stays_held_when_released(apps, db):
+    client, _, api, ingest = apps
+    headers = client.headers
+    contract = {
+        "properties": {"type": "object", "required": ["region"]},
+        "on_violation": "quarantine",
+    }
+    _call(
+        api,
+        "POST",
+        "/v1/metrics",
+        headers,
+        {
+            "key": "gpu",
+            "name": "GPU",
+            "aggregation": "sum",
+            "effective_from": "2026-01-01T00:00:00Z",
+            "contract": contract,
+        },
+        expect=201,
+    )
+    held = ingest.post(
+        "/v1/events",
+        json={
+            "customer_id": "cust_acme",
+            "metric_key": "gpu",
+            "value": 5,
+            "timestamp": HOUR.isoformat(),
+            "idempotency_key": "held-1",
+        },
+        headers=headers,
+    ).get_json()
+    assert held["status"] == "quarantined"
+    replace = _call(
+        api,
+        "POST",
+        "/v1/corrections",
+        headers,
+        {
+            "metric_key": "gpu",
+            "customer_id": "cust_acme",
+            "from": HOUR.isoformat(),
+            "to": (HOUR + timedelta(hours=1)).isoformat(),
+            "mode": "replace",
+            "reason": "the whole hour is replaced",
+        },
+        expect=201,
+    )
+    _call(api, "POST", f"/v1/corrections/{replace['id']}/apply", headers)
+    _call(
+        api,
+        "POST",
+        "/v1/metrics/gpu/versions",
+        headers,
+        {
+            "name": "GPU",
+            "aggregation": "sum",
+            "effective_from": "2026-02-01T00:00:00Z",
+            "contract": {**contract, "properties": {"type": "object"}},
+        },
+        expect=201,
+    )
+    released = _call(ingest, "POST", "/v1/quarantine/release", headers, {"metric_key": "gpu"})
+    assert (released["released"], released["remaining"]) == (0, 1)
+    assert [(r["status"], r["superseded_by"]) for r in released["results"]] == [
+        ("superseded", replace["id"])
+    ]
+    found = usage.exact_summary(customer_id="cust_acme", metric_key="gpu", start=JUNE, end=JULY)
+    assert found["event_count"] == 0

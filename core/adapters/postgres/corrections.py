@@ -139,17 +139,22 @@ def retracted_keys(connection: Connection, correction_id: str) -> set[str]:
 
 _MOVE_SQL = (
     "WITH moved AS (INSERT INTO events ("  # noqa: S608 - constant SQL
-    f"{EVENT_COLUMNS}, region, ingest_job_id, correction_id) "
+    f"{EVENT_COLUMNS}, region, ingest_job_id, correction_id, received_at) "
     "SELECT id, customer_id, metric_key, value, timestamp, properties, idempotency_key, "
-    "content_sha256, digest, %(region)s, %(job)s, correction_id FROM correction_events "
-    "WHERE correction_id = %(correction)s RETURNING 1) SELECT count(*) FROM moved"
+    "content_sha256, digest, %(region)s, %(job)s, correction_id, %(received_at)s "
+    "FROM correction_events WHERE correction_id = %(correction)s RETURNING 1) "
+    "SELECT count(*) FROM moved"
 )
 
 
-def move_into_events(connection: Connection, correction_id: str, *, region: str, job: int) -> int:
-    """The staged events become events (received now), marked with their correction."""
+def move_into_events(
+    connection: Connection, correction_id: str, *, region: str, job: int, received_at: datetime
+) -> int:
+    """The staged events become events received at the apply, marked with their correction."""
     ((moved,),) = driver_rows(
-        connection, _MOVE_SQL, {"correction": correction_id, "region": region, "job": job}
+        connection,
+        _MOVE_SQL,
+        {"correction": correction_id, "region": region, "job": job, "received_at": received_at},
     )
     return int(moved)
 
@@ -278,3 +283,29 @@ def corrected_metrics(connection: Connection, metric_key: str | None) -> list[st
         {"m": metric_key},
     )
     return [str(key) for (key,) in rows]
+
+
+def customers_in_window(connection: Connection, row: dict[str, Any]) -> list[str]:
+    """Customers with events of the correction's metric in its window, or staged in it."""
+    found = connection.exec_driver_sql(
+        "SELECT DISTINCT customer_id FROM events WHERE metric_key = %(m)s "
+        "AND timestamp >= %(s)s AND timestamp < %(e)s "
+        "UNION SELECT customer_id FROM correction_events WHERE correction_id = %(c)s ORDER BY 1",
+        {"m": row["metric_key"], "s": row["window_start"], "e": row["window_end"], "c": row["id"]},
+    )
+    return [str(customer) for (customer,) in found]
+
+
+_SUBSCRIPTIONS_SQL = (
+    "SELECT s.id, s.customer_id, s.starts_at, s.ends_at, p.interval FROM subscriptions s "
+    "JOIN plan_versions p ON p.plan_code = s.plan_code AND p.version = s.plan_version "
+    "WHERE s.customer_id = ANY(%(c)s) ORDER BY s.id"
+)
+
+
+def subscriptions_of(
+    connection: Connection, customers: Sequence[str], *, lock: bool
+) -> list[dict[str, Any]]:
+    statement = _SUBSCRIPTIONS_SQL + (" FOR NO KEY UPDATE OF s" if lock else "")
+    found = connection.exec_driver_sql(statement, {"c": list(customers)})
+    return [dict(r._mapping) for r in found]

@@ -299,3 +299,20 @@ def adjustments_of_correction(connection: Connection, correction_id: str) -> lis
         .order_by(adjustments.c.created_at, adjustments.c.id)
     )
     return [as_dict(row) for row in rows]
+
+
+def overlapping(
+    connection: Connection, subscription_id: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The subscription's live (not voided) invoices whose period overlaps [start, end)."""
+    rows = connection.execute(
+        select(invoices)
+        .where(
+            invoices.c.subscription_id == subscription_id,
+            invoices.c.period_start < end,
+            invoices.c.period_end > start,
+            invoices.c.status != "void",
+        )
+        .order_by(invoices.c.period_start, invoices.c.id)
+    )
+    return [as_dict(row) for row in rows]

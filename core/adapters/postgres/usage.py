@@ -645,3 +645,46 @@ def excluded_count(
             params,
         ).scalar_one()
     )
+
+
+def changed_events(
+    connection: Connection,
+    *,
+    customer_id: str,
+    metric_key: str,
+    start: datetime,
+    end: datetime,
+    before: Sequence[MeterVersion],
+    after: Sequence[MeterVersion],
+    new_in_after: str | None,
+) -> tuple[list[str], list[str]]:
+    """The content hashes of a customer's events of [start, end) that count after a
+    correction changed and did not before (added), and those that counted before and no
+    longer do (superseded): the meters as they were and are (filters, versions and every
+    correction), compared as multisets. `new_in_after`: a correction whose events were
+    just moved in (they did not exist before)."""
+    params: dict[str, Any] = {"customer": customer_id, "metric": metric_key}
+    where = ["customer_id = %(customer)s", "metric_key = %(metric)s"]
+
+    def counted(versions: Sequence[MeterVersion], prefix: str, extra: list[str]) -> str:
+        selects = []
+        for version in versions:
+            window = window_of(version, start, end)
+            if window is None:
+                continue
+            source, _, _ = version_rows(
+                version, params, f"{prefix}{version.version}", where=[*where, *extra], window=window
+            )
+            selects.append(f"SELECT content_sha256 {source}")
+        return " UNION ALL ".join(selects) or "SELECT NULL::text WHERE false"
+
+    earlier = []
+    if new_in_after is not None:
+        params["new_in_after"] = new_in_after
+        earlier = ["correction_id IS DISTINCT FROM %(new_in_after)s"]
+    was = counted(before, "b", earlier)
+    now = counted(after, "a", [])
+    added = connection.exec_driver_sql(f"({now}) EXCEPT ALL ({was})", params)
+    added_hashes = [str(sha) for (sha,) in added]
+    gone = connection.exec_driver_sql(f"({was}) EXCEPT ALL ({now})", params)
+    return added_hashes, [str(sha) for (sha,) in gone]

@@ -60,8 +60,12 @@ class QuarantinedEvent(ResponseModel):
 
 class ReleaseResult(ResponseModel):
     id: str
-    status: Literal["released", "quarantined", "not_held"]
+    status: Literal["released", "quarantined", "superseded", "not_held"] = Field(
+        description="superseded: it breaks nothing now, but a replace applied to its window "
+        "after it was received supersedes it; it stays held"
+    )
     violations: list[Violation]
+    superseded_by: str | None = None
 
 
 class QuarantineRelease(ResponseModel):
