@@ -11,9 +11,10 @@ Apply and revert, in one transaction each:
 2. the metric's fold lock is taken exclusively (as a refold does): folds, refolds and other
    corrections of the metric wait, so the rollups rebuilt below see every fold either
    committed or not started;
-3. the subscriptions of the customers concerned are locked FOR SHARE (as a late-usage fold
+3. the subscriptions of the customers concerned are locked FOR NO KEY UPDATE (as issuing
    does): an issue in progress commits first and its invoice gets an adjustment; an issue
-   that starts later re-prices under the correction;
+   that starts later re-prices under the correction; the change is stamped with the clock
+   once the locks are held;
 4. staged events move into `events`, marked with the correction (apply); the status
    changes (what `Supersession` reads);
 5. the rollups of the window's hours are rebuilt for the metric (and customer), so real
