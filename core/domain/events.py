@@ -75,7 +75,14 @@ BATCH_BODY_SCHEMA: dict[str, Any] = {
             "type": "array",
             "minItems": 1,
             "maxItems": BATCH_EVENTS_MAX,
-            "items": EVENT_SCHEMA,
+            # Each event is validated on its own (§5): an invalid one is answered in its
+            # result (`invalid`, with its code and errors) and the others are stored, so
+            # any object is a valid item of the request.
+            "items": {
+                "anyOf": [EVENT_SCHEMA, {"type": "object"}],
+                "description": "an event as POST /v1/events takes it; one that is not is "
+                "refused in its own result, never the whole batch",
+            },
         }
     },
 }
