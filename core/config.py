@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.domain.residency import parse_zones
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,9 @@ class Settings(BaseSettings):
 
     abaxus_bootstrap_key: str | None = None
     abaxus_region: str = "local"
+    # Residency (API.md §10): refuse events of customers homed in another zone (421).
+    abaxus_enforce_residency: bool = False
+    abaxus_residency_zones: str = ""
     abaxus_log_level: str = "INFO"
     abaxus_knative_dir: Path = PROJECT_ROOT / "knative"
     # The dev server fires the PingSources of knative/ (ticks); tests may switch them off.
@@ -105,11 +110,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pseudonyms(self) -> Settings:
+        parse_zones(self.abaxus_residency_zones)  # a malformed map refuses to start
         if self.pseudonymized_keys and len(self.abaxus_pseudonym_secret or "") < 32:
             raise ValueError(
                 "ABAXUS_PSEUDONYMIZE_PROPERTIES needs ABAXUS_PSEUDONYM_SECRET (>= 32 characters)"
             )
         return self
+
+    @property
+    def residency_zones(self) -> dict[str, str]:
+        return parse_zones(self.abaxus_residency_zones)
 
     @property
     def pseudonymized_keys(self) -> frozenset[str]:

@@ -78,6 +78,7 @@ STATUS_BY_ERROR: dict[type[errors.AbaxusError], int] = {
     errors.IdempotencyInFlight: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
+    errors.WrongRegion: 421,
     errors.ValidationFailed: 422,
     errors.IdempotencyKeyReused: 422,
     errors.UnprocessableEvent: 422,

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
     status=202,
     # Written by hand on the hot path (`single_event_reply`), so described by hand too.
     response=EVENT_ACCEPTED_SCHEMA,
-    errors=[409],
+    errors=[409, 421],
 )
 def post_event(request: Request) -> Reply:
     """With an Idempotency-Key header, the event commits with the header's idempotency
@@ -81,6 +81,8 @@ def single_event_reply(outcome: ingestion.Outcome) -> Reply:
         raise errors.Conflict(outcome.detail or "idempotency conflict", code="idempotency_conflict")
     if outcome.code == "producer_not_allowed":
         raise errors.Forbidden(outcome.detail or "not a producer", code="producer_not_allowed")
+    if outcome.code == "wrong_region":
+        raise errors.WrongRegion(outcome.detail or "another region", code="wrong_region")
     if outcome.outcome == "invalid":
         raise errors.ValidationFailed(
             outcome.detail or "invalid event",

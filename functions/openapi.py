@@ -95,6 +95,11 @@ ERRORS: dict[int, tuple[str, str]] = {
     ),
     413: ("PayloadTooLarge", "the body is over 1 MiB (a batch over 500 events: batch_too_large)"),
     415: ("UnsupportedMediaType", "a body that is not application/json"),
+    421: (
+        "WrongRegion",
+        "with ABAXUS_ENFORCE_RESIDENCY, an event of a customer homed in another residency "
+        "zone (wrong_region, naming the home region)",
+    ),
     422: (
         "ValidationFailed",
         "a body, parameter or header that is not valid (`errors` says where), a request the "

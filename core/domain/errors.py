@@ -107,6 +107,13 @@ class UnprocessableEvent(_Coded):
     default_code, default_title = "unprocessable_event", "Unprocessable event"
 
 
+class WrongRegion(_Coded):
+    """The request belongs to another region (residency, or a catalog write sent to a
+    region): 421 Misdirected Request, naming where it belongs."""
+
+    default_code, default_title = "wrong_region", "Wrong region"
+
+
 class Unavailable(_Coded):
     """Something outside the request's control failed; retrying later may succeed."""
 

@@ -28,6 +28,7 @@ from core.domain import event_types
 from core.domain.errors import AbaxusError, FieldError, Unavailable, ValidationFailed
 from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.pagination import decode_cursor, encode_cursor
+from core.domain.residency import home_elsewhere
 from core.observability import events_ingested, ingest_batch_size, ingest_duration
 from core.services import api_keys, contracts, notify
 from core.services.aggregation import AGGREGATE_QUEUE, FOLD_JOB
@@ -174,6 +175,35 @@ def ingest(
     return result
 
 
+def _residency(
+    connection: Any, firsts: list[tuple[int, UsageEvent]], outcomes: dict[int, Outcome]
+) -> list[tuple[int, UsageEvent]]:
+    """With ABAXUS_ENFORCE_RESIDENCY, the events of customers homed in another zone are
+    refused (wrong_region, naming the home region: API.md §10) and not stored; the others
+    go on. One lookup of the batch's customers, in the storing transaction."""
+    config = settings()
+    if not config.abaxus_enforce_residency:
+        return firsts
+    here, zones = config.abaxus_region, config.residency_zones
+    homes = rows.customer_regions(connection, sorted({e.customer_id for _, e in firsts}))
+    kept = []
+    for index, event in firsts:
+        home = homes.get(event.customer_id)
+        if home_elsewhere(home, here, zones):
+            outcomes[index] = Outcome(
+                index,
+                "invalid",
+                event.idempotency_key,
+                code="wrong_region",
+                detail=f"customer {event.customer_id!r} is homed in {home}: send its events "
+                f"there (this is {here})",
+                errors=(FieldError(("customer_id",), f"homed in {home}"),),
+            )
+        else:
+            kept.append((index, event))
+    return kept
+
+
 def _producers(producer: Producer, count: int) -> Sequence[str | None]:
     if producer is None or isinstance(producer, str):
         return [producer] * count
@@ -253,6 +283,7 @@ def _store(
     against the stored event when its key is not new, unknown_metric when its metric is
     unknown or archived (then nothing of it is stored); refused by its metric's contract
     (then nothing of it is stored either)."""
+    firsts = _residency(connection, firsts, outcomes)
     keys = {event.metric_key for _, event in firsts}
     contracts.BOOK.ensure(connection, keys)
     all_ids = _new_event_ids(len(firsts))

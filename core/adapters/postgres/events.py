@@ -184,6 +184,15 @@ def store(
     )
 
 
+def customer_regions(connection: Connection, customer_ids: Sequence[str]) -> dict[str, str]:
+    """The home region of each of these customers that has one."""
+    rows = connection.exec_driver_sql(
+        "SELECT id, region FROM customers WHERE id = ANY(%(ids)s) AND region IS NOT NULL",
+        {"ids": list(customer_ids)},
+    )
+    return {str(customer): str(region) for customer, region in rows}
+
+
 def stored_keys(connection: Connection, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
     """idempotency key -> (content sha256, event id) of events stored earlier. A statement
     of its own: in READ COMMITTED it sees keys that a concurrent batch committed meanwhile."""
