@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
 
     abaxus_bootstrap_key: str | None = None
     abaxus_region: str = "local"
+    # API.md §10: `all` (one region, everything), `region` (ingest and the read API against
+    # the region's database; catalog writes answer 421 naming ABAXUS_CENTRAL_URL) or
+    # `central` (aggregation, pricing, invoicing, charging and the catalog).
+    abaxus_role: Literal["all", "region", "central"] = "all"
+    abaxus_central_url: str | None = None
     # Residency (API.md §10): refuse events of customers homed in another zone (421).
     abaxus_enforce_residency: bool = False
     abaxus_residency_zones: str = ""

@@ -40,7 +40,7 @@ from functions.http import JSON_CONTENT_TYPE, FunctionApp, Reply, Request, list_
 from functions.ingest import batch_events, batch_response
 from functions.parameters import BIGINT_MAX
 
-APP = FunctionApp("api", dead_letter_sink=True)
+APP = FunctionApp("api", dead_letter_sink=True, writes_at_central=True)
 
 
 # -- API keys ---------------------------------------------------------------------------
@@ -401,6 +401,7 @@ def list_audit(request: Request) -> Reply:
     f"/v1/dead-letters/<int(max={BIGINT_MAX}):dead_letter_id>/redeliver",
     ["POST"],
     response=DeadLetter,
+    anywhere=True,  # a region re-sends its own dead letters
 )
 def redeliver_dead_letter(request: Request) -> Reply:
     """Send a dead-lettered CloudEvent through the bus again, exactly as received (fix the

@@ -303,10 +303,15 @@ PATH_CONVERTERS: dict[str, type[BaseConverter]] = {"invoice": InvoiceIdConverter
 
 
 class FunctionApp:
-    def __init__(self, name: str, *, dead_letter_sink: bool = False) -> None:
+    def __init__(
+        self, name: str, *, dead_letter_sink: bool = False, writes_at_central: bool = False
+    ) -> None:
         self.name = name
         # Serves POST /dead-letters: the Broker's deadLetterSink (cluster-local, any type).
         self.dead_letter_sink = dead_letter_sink
+        # Its writes (the catalog's) belong to the central: a `region` deployment answers
+        # them 421 wrong_region naming the central (API.md §10).
+        self.writes_at_central = writes_at_central
         self.routes: dict[str, Route] = {}
         self.event_handlers: dict[str, cloudevents.EventHandler] = {}
         self.rerun_on_redelivery: set[str] = set()
@@ -331,11 +336,13 @@ class FunctionApp:
         also: Sequence[int] = (),
         links: Sequence[Link] = (),
         headers: Sequence[QueryParameter] = (),
+        anywhere: bool = False,
     ) -> Callable[[RouteHandler], RouteHandler]:
         """Declare a route. The default scope is `read` for GET and `admin` otherwise;
         `body`, `status`, `response` (a pydantic model or union the JSON answer is rendered
         through, or a hand-written JSON schema), `query`, `errors`, `also` and `links`
-        describe it in the OpenAPI document."""
+        describe it in the OpenAPI document. `anywhere`: a write of a function whose
+        writes belong to the central that a region serves too (its own dead letters)."""
         answer = None if response is None else Answer(response)
 
         def register(handler: RouteHandler) -> RouteHandler:
@@ -356,7 +363,12 @@ class FunctionApp:
                     page,
                     answer,
                     tuple(query),
-                    tuple(errors),
+                    tuple(errors)
+                    + (
+                        (421,)
+                        if self.writes_at_central and method != "GET" and not page and not anywhere
+                        else ()
+                    ),
                     tuple(also),
                     tuple(links),
                     tuple(headers),
@@ -520,6 +532,8 @@ class FunctionApp:
     ) -> flask.Response:
         key = request.headers.get("Idempotency-Key")
         caller = self._authenticate(request, route.scope, request_id)
+        if self.writes_at_central and request.method != "GET" and 421 in route.errors:
+            refuse_outside_central()
         body = _read_body(request)
         if not route.page:  # console pages post forms
             require_json_body(request.content_type, body)
@@ -772,6 +786,18 @@ def decode_event_data(headers: Mapping[str, str], body: bytes) -> Any:
     if "data_base64" in envelope:
         return base64.b64decode(envelope["data_base64"])
     return envelope.get("data")
+
+
+def refuse_outside_central() -> None:
+    """A catalog write sent to a `region` deployment: 421 naming the central, where the
+    catalog lives and from which it replicates to the regions (API.md §10)."""
+    config = settings()
+    if config.abaxus_role == "region":
+        central = config.abaxus_central_url or "the central deployment"
+        raise errors.WrongRegion(
+            f"this is region {config.abaxus_region}: catalog writes go to {central}",
+            code="wrong_region",
+        )
 
 
 def render(reply: Reply, answer: Answer | None = None) -> flask.Response:

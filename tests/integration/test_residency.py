@@ -109,3 +109,38 @@ def test_without_enforcement_every_event_is_taken_and_a_bad_zone_map_refuses_to_
     monkeypatch.setenv("ABAXUS_RESIDENCY_ZONES", "eu-west-1")
     with pytest.raises(ValidationError, match="zone=region"):
         reload_settings()
+
+
+def test_a_region_refuses_catalog_writes_naming_the_central_and_serves_reads(db, monkeypatch):
+    from functions_framework import create_app as create_wsgi_app
+
+    secret = api_keys.create_key(SYSTEM, name="admin", scopes=["admin"]).secret
+    create_metric("api_calls")
+    monkeypatch.setenv("ABAXUS_ROLE", "region")
+    monkeypatch.setenv("ABAXUS_REGION", "eu-west-1")
+    monkeypatch.setenv("ABAXUS_CENTRAL_URL", "https://billing-central.example")
+    reload_settings()
+    try:
+        api = create_wsgi_app(target="api", source=MAIN).test_client()
+        headers = bearer(secret)
+        for method, path, body in (
+            ("POST", "/v1/customers", {"id": "c", "name": "C", "currency": "EUR"}),
+            ("POST", "/v1/api-keys", {"name": "k", "scopes": ["read"]}),
+            ("DELETE", "/v1/metrics/api_calls", None),
+        ):
+            refused = api.open(path, method=method, json=body, headers=headers)
+            assert refused.status_code == 421, (path, refused.get_json())
+            problem = refused.get_json()
+            assert problem["code"] == "wrong_region"
+            assert "https://billing-central.example" in problem["detail"]
+        assert api.get("/v1/metrics/api_calls", headers=headers).status_code == 200
+        assert api.post("/v1/customers", json={}).status_code == 401  # 401 comes first
+    finally:
+        for name in ("ABAXUS_ROLE", "ABAXUS_REGION", "ABAXUS_CENTRAL_URL"):
+            monkeypatch.delenv(name)
+        reload_settings()
+    all_in_one = create_wsgi_app(target="api", source=MAIN).test_client()
+    created = all_in_one.post(
+        "/v1/customers", json={"id": "c", "name": "C", "currency": "EUR"}, headers=bearer(secret)
+    )
+    assert created.status_code == 201
