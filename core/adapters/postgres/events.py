@@ -118,9 +118,32 @@ _STORE_SQL = (
 )
 
 
+# Without events to hold (nearly every batch), the statement has no quarantine part: the
+# claimed keys are the counted ones.
+_LEAN_STORE_SQL = (
+    _STORE_SQL.replace(
+        "quarantine AS (SELECT q->>0 AS id, (q->>1)::integer AS version, q->2 AS violations, "
+        "q->>3 AS producer FROM jsonb_array_elements(%(quarantine)s::jsonb) AS q), ",
+        "",
+    )
+    .replace(
+        "counted AS (SELECT event_id FROM claimed WHERE event_id NOT IN (SELECT id FROM quarantine)), ",
+        "",
+    )
+    .replace("(SELECT event_id FROM counted)", "(SELECT event_id FROM claimed)")
+    .replace(
+        _STORE_SQL[_STORE_SQL.index("held AS (") : _STORE_SQL.index("SELECT (SELECT coalesce")], ""
+    )
+    .replace("(SELECT count(*) FROM held)", "0")
+    .replace("RETURNING 1), SELECT", "RETURNING 1) SELECT")
+)
+
+
 @functools.cache
-def _store_sql(job: CountedJob) -> str:
-    return _STORE_SQL.replace("{job}", job.sql("counted"))
+def _store_sql(job: CountedJob, *, holding: bool) -> str:
+    if holding:
+        return _STORE_SQL.replace("{job}", job.sql("counted"))
+    return _LEAN_STORE_SQL.replace("{job}", job.sql("claimed"))
 
 
 def events_json(events: Sequence[UsageEvent], ids: Sequence[str]) -> str:
@@ -160,15 +183,19 @@ def store(
         f"{'null' if q.producer is None else encode_basestring(q.producer)}]"
         for q in quarantine
     )
+    params = {
+        # Every metric checked, not only those of the events stored: an event refused
+        # under a stale contract must be checked again too.
+        "metric_keys": sorted(stamps.keys() | {e.metric_key for e in events}),
+        "stamps": json.dumps(stamps),
+    }
+    if quarantine:
+        params["quarantine"] = f"[{held}]"
     ((active, fresh, keys, job_id, moved, held_count),) = driver_rows(
         connection,
-        _store_sql(job),
+        _store_sql(job, holding=bool(quarantine)),
         {
-            # Every metric checked, not only those of the events stored: an event refused
-            # under a stale contract must be checked again too.
-            "metric_keys": sorted(stamps.keys() | {e.metric_key for e in events}),
-            "stamps": json.dumps(stamps),
-            "quarantine": f"[{held}]",
+            **params,
             "events": events_json(events, ids),
             "region": region,
             **job.params(),
