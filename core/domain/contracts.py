@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.domain.errors import FieldError, Forbidden
 from core.domain.fields import ExactDecimal
 
 TeamName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
@@ -94,6 +95,42 @@ def _remote_reference(schema: Any) -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def owner_of(versions: Sequence[Mapping[str, Any]]) -> str | None:
+    """The team owning a metric: the owner its latest version's contract names."""
+    return (versions[-1]["contract"] or {}).get("owner") if versions else None
+
+
+def require_owner(
+    scopes: frozenset[str],
+    team: str | None,
+    metric_key: str,
+    versions: Sequence[Mapping[str, Any]],
+    doing: str,
+) -> None:
+    """403 not_owner unless the key may change the metric (`may_change`); `doing` says
+    what was refused ("add a version", "release its events", "correct its usage")."""
+    owner = owner_of(versions)
+    if not may_change(scopes, team, owner):
+        raise Forbidden(
+            f"only an admin key or a corrections:write key of team {owner!r} may {doing} "
+            f"of {metric_key!r}"
+            if owner
+            else f"{metric_key!r} has no owning team: only admin keys {doing}",
+            code="not_owner",
+        )
+
+
+def violation_detail(metric_key: str, version: int | None, violations: Sequence[Violation]) -> str:
+    return f"the event breaks the contract of {metric_key!r} version {version}: " + "; ".join(
+        f"{v.pointer} {v.message}" for v in violations[:5]
+    )
+
+
+def violation_errors(violations: Sequence[Violation]) -> tuple[FieldError, ...]:
+    """Where (the pointer as a `loc`) and which rule (`type`), never the value."""
+    return tuple(FieldError(v.location, f"{v.pointer} {v.message}", v.rule) for v in violations)
 
 
 def _json_numbers(value: Any) -> Any:
@@ -246,7 +283,9 @@ class CompiledContract:
 
 def json_number(value: Decimal) -> int | float | None:
     """`value` as a JSON number that reads back exactly (an int, or a float whose shortest
-    text is the decimal's own), else None: a schema bound is never rounded."""
+    text is the decimal's own), else None: a schema bound is never rounded. Only for the
+    documents a contract publishes (JSON Schema, ODCS), which JSON can only write as
+    numbers; contracts check events with the exact Decimals."""
     if value == value.to_integral_value():
         return int(value)
     candidate = float(value)

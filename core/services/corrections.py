@@ -48,13 +48,19 @@ from core.adapters.postgres import usage as usage_rows
 from core.adapters.postgres.database import get_database
 from core.config import settings
 from core.domain.canonical import decimal_text
-from core.domain.contracts import may_change
+from core.domain.contracts import (
+    may_change,
+    owner_of,
+    require_owner,
+    violation_detail,
+    violation_errors,
+)
 from core.domain.corrections import (
     NewCorrection,
     events_checksum,
     require_status,
 )
-from core.domain.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from core.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.invoices import status
 from core.domain.meters import MeterVersion
@@ -62,7 +68,7 @@ from core.domain.periods import Interval, Period, period_containing
 from core.services import audit, pricing
 from core.services.caller import Caller
 from core.services.contracts import compile_rows
-from core.services.ingest import Outcome, _within_batch
+from core.services.ingest import Outcome, against_stored, settle_repeats, within_batch
 from core.services.invoicing import lifecycle
 from core.services.invoicing.adjustments import CorrectionCause, adjust_late_usage
 from core.services.invoicing.views import adjustment_view
@@ -103,15 +109,7 @@ def _shown(connection: Connection, row: dict[str, Any]) -> dict[str, Any]:
 
 def _owner_check(connection: Connection, caller: Caller, metric_key: str) -> None:
     versions = metric_rows.versions(connection, [metric_key])[metric_key]
-    owner = (versions[-1]["contract"] or {}).get("owner") if versions else None
-    if not may_change(caller.scopes, caller.team, owner):
-        raise Forbidden(
-            f"only an admin key or a corrections:write key of team {owner!r} corrects "
-            f"{metric_key!r}"
-            if owner
-            else f"{metric_key!r} has no owning team: only admin keys correct it",
-            code="not_owner",
-        )
+    require_owner(caller.scopes, caller.team, metric_key, versions, "correct the usage")
 
 
 def create(caller: Caller, body: NewCorrection) -> dict[str, Any]:
@@ -243,19 +241,14 @@ def add_events(caller: Caller, correction_id: str, raw_events: Sequence[Any]) ->
                 checked.append(
                     Invalid(
                         "contract_violation",
-                        f"the event breaks the contract of {row['metric_key']!r} version "
-                        f"{version}: "
-                        + "; ".join(f"{v.pointer} {v.message}" for v in violations[:5]),
-                        tuple(
-                            FieldError(v.location, f"{v.pointer} {v.message}", v.rule)
-                            for v in violations
-                        ),
+                        violation_detail(row["metric_key"], version, violations),
+                        violation_errors(violations),
                         item.idempotency_key,
                     )
                 )
                 continue
             checked.append(item)
-        outcomes, firsts, repeats = _within_batch(checked)
+        outcomes, firsts, repeats = within_batch(checked)
         staged, _ = rows.counts(connection, correction_id)
         if staged + len(firsts) > STAGED_PER_CORRECTION_MAX:
             raise ValidationFailed(
@@ -278,25 +271,9 @@ def add_events(caller: Caller, correction_id: str, raw_events: Sequence[Any]) ->
                 key = event.idempotency_key
                 if key in claimed:
                     outcomes[index] = Outcome(index, "accepted", key, event_id)
-                elif earlier[key][0] == event.content_sha256:
-                    outcomes[index] = Outcome(index, "duplicate", key, earlier[key][1])
                 else:
-                    outcomes[index] = Outcome(
-                        index,
-                        "conflict",
-                        key,
-                        earlier[key][1],
-                        code="idempotency_conflict",
-                        detail="an event with this key and other content is stored",
-                    )
-        for index, first in repeats.items():
-            original = outcomes[first]
-            outcomes[index] = original._replace(
-                position=index,
-                outcome="duplicate"
-                if original.outcome in {"accepted", "duplicate"}
-                else original.outcome,
-            )
+                    outcomes[index] = against_stored(index, event, earlier[key])
+        settle_repeats(outcomes, repeats)
         result = [outcomes[index] for index in range(len(parsed))]
         audit.record(
             connection,
@@ -695,5 +672,4 @@ def adjustments_of(correction_id: str) -> list[dict[str, Any]]:
 def may_correct(caller: Caller, metric_key: str) -> bool:
     with get_database().transaction() as connection:
         versions = metric_rows.versions(connection, [metric_key])[metric_key]
-    owner = (versions[-1]["contract"] or {}).get("owner") if versions else None
-    return may_change(caller.scopes, caller.team, owner)
+    return may_change(caller.scopes, caller.team, owner_of(versions))

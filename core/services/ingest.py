@@ -25,6 +25,7 @@ from core.adapters.postgres import events as rows
 from core.adapters.postgres.database import Database, after_commit, get_database, get_group_database
 from core.config import settings
 from core.domain import event_types
+from core.domain.contracts import violation_detail, violation_errors
 from core.domain.errors import AbaxusError, FieldError, Unavailable, ValidationFailed
 from core.domain.events import Invalid, UsageEvent, month_starts, parse_event
 from core.domain.pagination import decode_cursor, encode_cursor
@@ -86,7 +87,24 @@ def _new_event_ids(count: int) -> list[str]:
     return ["evt_" + text[start : start + 24] for start in range(0, 24 * count, 24)]
 
 
-def _within_batch(
+def settle_repeats(outcomes: dict[int, Outcome], repeats: dict[int, int]) -> None:
+    """A later event of a batch with the key of an earlier one: that one's duplicate (or
+    its conflict or refusal), once the earlier one's outcome is known."""
+    for index, first in repeats.items():
+        original = outcomes[first]
+        outcomes[index] = Outcome(
+            index,
+            "duplicate"
+            if original.outcome in {"accepted", "duplicate", "quarantined"}
+            else original.outcome,
+            original.idempotency_key,
+            original.id,
+            original.code,
+            original.detail,
+        )
+
+
+def within_batch(
     parsed: Sequence[UsageEvent | Invalid],
 ) -> tuple[dict[int, Outcome], list[tuple[int, UsageEvent]], dict[int, int]]:
     """Invalid events, the first event of each key, and later events pointing at the first."""
@@ -141,7 +159,7 @@ def ingest(
         parse_event(raw, now=now, pseudonymized_keys=pseudonymized, pseudonym_secret=secret)
         for raw in raw_events
     ]
-    outcomes, firsts, repeats = _within_batch(parsed)
+    outcomes, firsts, repeats = within_batch(parsed)
     database = database or get_database()
     if firsts:
         rows.ensure_partitions(
@@ -155,18 +173,7 @@ def ingest(
                 region=config.abaxus_region,
                 producers=_producers(producer, len(parsed)),
             )
-    for index, first in repeats.items():
-        original = outcomes[first]
-        outcomes[index] = Outcome(
-            index,
-            "duplicate"
-            if original.outcome in {"accepted", "duplicate", "quarantined"}
-            else original.outcome,
-            original.idempotency_key,
-            original.id,
-            original.code,
-            original.detail,
-        )
+    settle_repeats(outcomes, repeats)
     result = [outcomes[index] for index in range(len(parsed))]
     for name, count in Counter(outcome.outcome for outcome in result).items():
         events_ingested.labels(name).inc(count)
@@ -261,11 +268,8 @@ def _check_contracts(
                 "invalid",
                 key,
                 code="contract_violation",
-                detail=f"the event breaks the contract of {event.metric_key!r} version "
-                f"{version}: " + "; ".join(f"{v.pointer} {v.message}" for v in violations[:5]),
-                errors=tuple(
-                    FieldError(v.location, f"{v.pointer} {v.message}", v.rule) for v in violations
-                ),
+                detail=violation_detail(event.metric_key, version, violations),
+                errors=violation_errors(violations),
             )
     return refused, held
 
@@ -330,7 +334,7 @@ def _store(
         # A resend of an event stored before its contract changed is still its duplicate.
         found = earlier.get(outcome.idempotency_key or "")
         if found is not None:
-            outcomes[index] = _against_stored(index, firsts_by_index[index], found)
+            outcomes[index] = against_stored(index, firsts_by_index[index], found)
     for (index, event), event_id in zip(firsts, ids, strict=True):
         key = event.idempotency_key
         if event.metric_key not in stored.active:
@@ -347,7 +351,7 @@ def _store(
                 index, "quarantined" if event_id in quarantined else "accepted", key, event_id
             )
         else:
-            outcomes[index] = _against_stored(index, event, earlier[key])
+            outcomes[index] = against_stored(index, event, earlier[key])
     if stored.moved + stored.held != len(stored.claimed) or (stored.job_id is None) != (
         stored.moved == 0
     ):
@@ -365,7 +369,7 @@ def _store(
         )
 
 
-def _against_stored(index: int, event: UsageEvent, stored: tuple[str, str]) -> Outcome:
+def against_stored(index: int, event: UsageEvent, stored: tuple[str, str]) -> Outcome:
     """An event whose key is stored already: its duplicate, or a conflict."""
     sha256, event_id = stored
     if sha256 == event.content_sha256:

@@ -15,8 +15,8 @@ from core.adapters.postgres import metrics as metric_rows
 from core.adapters.postgres import quarantine as rows
 from core.adapters.postgres.database import get_database
 from core.domain import event_types
-from core.domain.contracts import may_change
-from core.domain.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from core.domain.contracts import may_change, require_owner
+from core.domain.errors import FieldError, NotFound, ValidationFailed
 from core.domain.events import month_starts
 from core.services import audit, notify
 from core.services.caller import Caller
@@ -87,15 +87,7 @@ def release(caller: Caller, metric_key: str, ids: Sequence[str] | None) -> dict[
         if metric is None:
             raise NotFound(f"no metric {metric_key!r}")
         versions = metric_rows.versions(connection, [metric_key])[metric_key]
-        owner = (versions[-1]["contract"] or {}).get("owner")
-        if not may_change(caller.scopes, caller.team, owner):
-            raise Forbidden(
-                f"only an admin key or a corrections:write key of team {owner!r} may release "
-                f"{metric_key!r} events"
-                if owner
-                else f"{metric_key!r} has no owning team: only admin keys release its events",
-                code="not_owner",
-            )
+        require_owner(caller.scopes, caller.team, metric_key, versions, "release the events")
         book = compile_rows(versions)
         superseded = correction_rows.supersession(connection, metric_key)
         found = rows.held(connection, metric_key, ids, limit=RELEASE_EVENTS_MAX)

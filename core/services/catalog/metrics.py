@@ -11,8 +11,8 @@ import yaml
 
 from core.adapters.postgres import metrics as rows
 from core.adapters.postgres.database import get_database
-from core.domain.contracts import Contract, event_schema, may_change, odcs_document
-from core.domain.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from core.domain.contracts import Contract, event_schema, odcs_document, require_owner
+from core.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition, effective_to
 from core.services import aggregation, audit
 from core.services.caller import Caller
@@ -111,14 +111,7 @@ def add_version(caller: Caller, key: str, definition: MetricVersionDefinition) -
             raise Conflict(f"metric {key!r} is archived", code="metric_archived")
         existing = rows.versions(connection, [key])[key]
         latest = existing[-1]
-        owner = (latest["contract"] or {}).get("owner")
-        if not may_change(caller.scopes, caller.team, owner):
-            raise Forbidden(
-                f"metric {key!r} is owned by "
-                + (f"team {owner!r}" if owner else "no team (admins change it)")
-                + "; a new version needs an admin key or a corrections:write key of that team",
-                code="not_owner",
-            )
+        require_owner(caller.scopes, caller.team, key, existing, "add a version")
         if definition.effective_from <= latest["effective_from"]:
             raise Conflict(
                 f"a new version must start after version {latest['version']} "
