@@ -44,6 +44,21 @@ class Settings(BaseSettings):
     # Residency (API.md §10): refuse events of customers homed in another zone (421).
     abaxus_enforce_residency: bool = False
     abaxus_residency_zones: str = ""
+    # Regions (API.md §10). A central: what drafting and issuing do for a period some region
+    # has not completed (`wait`: refuse 409 region_incomplete; `bill_available`: bill what
+    # is there, `complete: false`, late arrivals become adjustments), and after how long
+    # without a heartbeat arriving a region is `stalled`.
+    abaxus_region_policy: Literal["wait", "bill_available"] = "wait"
+    # A central's residency zone (default: ABAXUS_REGION's in ABAXUS_RESIDENCY_ZONES): it
+    # subscribes to that zone's publication of each region and keeps that zone's customers.
+    abaxus_zone: str | None = None
+    abaxus_region_stall_seconds: int = Field(default=30, ge=2, le=86_400)
+    # A region: how often it writes its heartbeat, and the libpq connection strings of the
+    # central whose catalog it replicates and of other zones' centrals whose directory of
+    # customer homes it replicates (`|`-separated).
+    abaxus_heartbeat_seconds: float = Field(default=5.0, gt=0, le=3600)
+    abaxus_catalog_connection: str | None = None
+    abaxus_directory_connections: str = ""
     abaxus_log_level: str = "INFO"
     abaxus_knative_dir: Path = PROJECT_ROOT / "knative"
     # The dev server fires the PingSources of knative/ (ticks); tests may switch them off.
@@ -122,6 +137,15 @@ class Settings(BaseSettings):
                 "ABAXUS_PSEUDONYMIZE_PROPERTIES needs ABAXUS_PSEUDONYM_SECRET (>= 32 characters)"
             )
         return self
+
+    @property
+    def zone(self) -> str | None:
+        """This deployment's residency zone (ABAXUS_ZONE, else ABAXUS_REGION's), or None
+        without zones."""
+        zones = self.residency_zones
+        if not zones:
+            return None
+        return self.abaxus_zone or zones.get(self.abaxus_region)
 
     @property
     def residency_zones(self) -> dict[str, str]:

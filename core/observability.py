@@ -75,6 +75,19 @@ fold_duration = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+region_lag = Gauge(
+    "abaxus_region_lag_seconds",
+    "A central's lag behind each region: now minus the newest heartbeat received from it "
+    "(-1 before the first; API.md §10).",
+    ["region"],
+    registry=REGISTRY,
+)
+region_complete_until = Gauge(
+    "abaxus_region_complete_until_timestamp_seconds",
+    "Up to when every event a region received is known at this central.",
+    ["region"],
+    registry=REGISTRY,
+)
 usage_parity_drift = Gauge(
     "abaxus_usage_parity_drift",
     "Last reconciliation: sum over sampled customers of |real-time - exact| usage in the "

@@ -18,6 +18,7 @@ from core.domain.events import BATCH_BODY_SCHEMA
 from core.domain.fields import PlanCode
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition
 from core.domain.pricing.charges import PlanVersionDefinition
+from core.domain.regions import NewRegion
 from core.domain.responses.catalog import (
     ApiKey,
     CreatedApiKey,
@@ -31,8 +32,9 @@ from core.domain.responses.common import Page
 from core.domain.responses.ingest import BATCH_RESULT_SCHEMA
 from core.domain.responses.invoices import CorrectionSettled
 from core.domain.responses.operations import AuditEntry, DeadLetter, Stats
+from core.domain.responses.regions import Region, RegionDuplicate, Regions
 from core.domain.responses.usage import Correction, CorrectionPreview
-from core.services import api_keys, audit, corrections, dead_letters, stats
+from core.services import api_keys, audit, corrections, dead_letters, regions, stats
 from core.services.catalog import customers, metrics, plans, subscriptions
 from functions import console, parameters
 from functions.declarations import PAGE, Link, body_id, choice, instant, text, whole_number
@@ -409,6 +411,45 @@ def redeliver_dead_letter(request: Request) -> Reply:
     return Reply(
         dead_letters.redeliver(request.require_caller(), int(request.params["dead_letter_id"]))
     )
+
+
+# -- regions (API.md §10) -----------------------------------------------------------------
+
+
+@APP.route("/v1/regions", response=Regions)
+def get_regions(request: Request) -> Reply:
+    """Each region this central receives events from: status, complete_until (every event
+    the region received before it is here), lag, events folded. One database (`all`):
+    the local region, complete up to now."""
+    return Reply({"data": regions.list_regions()})
+
+
+@APP.route("/v1/regions", ["POST"], body=NewRegion, status=201, response=Region, errors=[409])
+def post_region(request: Request) -> Reply:
+    """Subscribe to a region's events (its residency zone's publication): PostgreSQL logical
+    replication copies what the region holds, then streams. A central only."""
+    body = validate(NewRegion, request.json())
+    return Reply(regions.add_region(request.require_caller(), body.model_dump()), status=201)
+
+
+@APP.route(
+    "/v1/regions/duplicates",
+    response=Page[RegionDuplicate],
+    query=[*PAGE],
+)
+def get_region_duplicates(request: Request) -> Reply:
+    """Copies of one idempotency key accepted in several regions that are not counted (the
+    copy that counts is named in each)."""
+    return list_reply(
+        *regions.list_duplicates(cursor=request.query("cursor"), limit=request.limit())
+    )
+
+
+@APP.route("/v1/regions/<region>", ["DELETE"], response=Region)
+def delete_region(request: Request) -> Reply:
+    """Stop receiving a region's events (its subscription is dropped); what it sent stays,
+    and so do its invoices. Attaching it again takes a new name."""
+    return Reply(regions.detach_region(request.require_caller(), request.params["region"]))
 
 
 # -- the overview and the console ---------------------------------------------------------

@@ -21,10 +21,11 @@ from functions_framework._http.gunicorn import GunicornApplication
 from core.config import PROJECT_ROOT, reload_settings, settings
 from core.domain.errors import NotFound
 from core.logging import configure_logging
-from core.services import api_keys, audit, pricing, runtime
+from core.services import api_keys, audit, pricing, regions, runtime
 from core.services.caller import SYSTEM
 from functions import devworker, openapi
 from functions.devserver import DevServer
+from functions.regions_dev import Topology
 
 
 def _prepare_database() -> str:
@@ -34,6 +35,7 @@ def _prepare_database() -> str:
     runtime.release_connections()
     runtime.migrate(url)
     runtime.ensure_bootstrap_key(settings())
+    regions.prepare(settings())  # a region's publications and subscriptions, a central's
     return url
 
 
@@ -79,6 +81,8 @@ def cmd_verify_calculation(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    if args.regions:
+        return cmd_dev_regions(args)
     host, port = (
         args.host or settings().host,
         args.port if args.port is not None else settings().port,
@@ -97,6 +101,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     def start_broker(_worker: Any) -> None:
         runtime.after_fork()
+        runtime.start_role_loops({"ingest", "aggregate"})  # every function is served here
         server.broker.start(
             pings=config.abaxus_dev_ticks, deliverers=2 if config.abaxus_dev_deliveries else 0
         )
@@ -112,6 +117,39 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
     devworker.serve(application)
     return 0
+
+
+def cmd_dev_regions(args: argparse.Namespace) -> int:
+    """`abaxus dev --regions a,b`: a central on PORT and each region on PORT+1, … (API.md
+    §10), each on an embedded PostgreSQL of its own under ABAXUS_DATA_DIR/regions-dev."""
+    names = [name.strip() for name in args.regions.split(",") if name.strip()]
+    if not names or len(set(names)) != len(names) or "central" in names:
+        print("error: --regions takes distinct region names, e.g. eu-west-1,us-east-1")
+        return 2
+    try:
+        for name in names:
+            regions.region_name(name)
+    except ValueError as error:
+        print(f"error: {error}")
+        return 2
+    port = args.port if args.port is not None else settings().port
+    topology = Topology(settings().abaxus_data_dir / "regions-dev", names, port)
+    try:
+        topology.start(runtime.start_replicating_database)
+        assert topology.central is not None
+        os.environ.update(
+            ABAXUS_ROLE="central",
+            ABAXUS_REGION="central",
+            DATABASE_URL=topology.central.database_url,
+        )
+        reload_settings()
+        runtime.release_connections()
+        topology.attach_all(lambda region, connection: regions.attach(SYSTEM, region, connection))
+    except BaseException:
+        topology.stop()
+        raise
+    print(topology.banner(), flush=True)
+    return topology.wait()
 
 
 def _banner(base_url: str, created: api_keys.CreatedKey | None) -> None:
@@ -145,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     dev = commands.add_parser("dev", help="serve every function on one port")
     dev.add_argument("--host", default=None)
     dev.add_argument("--port", type=int, default=None)
+    dev.add_argument(
+        "--regions",
+        default=None,
+        help="a multi-region topology: a central on PORT, these regions on PORT+1, …",
+    )
     dev.set_defaults(run=cmd_dev)
     commands.add_parser("migrate", help="apply migrations").set_defaults(run=cmd_migrate)
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)

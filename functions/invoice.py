@@ -265,7 +265,15 @@ def on_calculation_completed(event: ReceivedEvent) -> None:
         )
     try:
         invoice = cycles.on_calculation_completed(data)
-    except (errors.NotFound, errors.ValidationFailed, errors.Conflict) as error:
+    except errors.Conflict as error:
+        if error.code == "region_incomplete":  # ABAXUS_REGION_POLICY=wait (API.md §10)
+            log.info(
+                "invoice waits for regions; the billing tick asks again",
+                extra={"subscription_id": data["subscription_id"], "detail": error.detail},
+            )
+            return
+        raise errors.UnprocessableEvent(error.detail, code=error.code) from error
+    except (errors.NotFound, errors.ValidationFailed) as error:
         raise errors.UnprocessableEvent(error.detail, code=error.code) from error
     if invoice["status"] == InvoiceStatus.ISSUED:
         email_after_commit(invoice["id"])

@@ -8,9 +8,11 @@ CloudEvents on POST /.
 
 from __future__ import annotations
 
+import os
+
 from core.config import settings
 from core.logging import configure_logging
-from core.services.runtime import freeze_heap
+from core.services.runtime import freeze_heap, start_role_loops
 from functions.aggregate import aggregate
 from functions.api import api
 from functions.calculate import calculate
@@ -24,5 +26,13 @@ install_framework_answers()
 # Imported before gunicorn forks its workers (functions-framework loads the source in the
 # master): the objects of every module are frozen once and shared by the workers.
 freeze_heap()
+# A region's ingest pods write its heartbeat; a central's aggregate pods fold replicated
+# events as they arrive (API.md §10): threads of each worker, started after gunicorn forks it.
+# (Knative sets K_SERVICE; the dev server serves every function in one process and starts
+# them itself.)
+if os.environ.get("K_SERVICE"):
+    os.register_at_fork(
+        after_in_child=lambda: start_role_loops({os.environ.get("FUNCTION_TARGET", "")})
+    )
 
 __all__ = ["aggregate", "api", "calculate", "charge", "ingest", "invoice"]

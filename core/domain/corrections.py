@@ -81,10 +81,15 @@ class Supersession:
     replaced: tuple[ReplacedRange, ...] = ()
     retracted: tuple[tuple[str, str], ...] = ()
     withdrawn: tuple[str, ...] = ()
+    # Copies of an event accepted in several regions that do not count (API.md §10: the
+    # central's region_duplicates), recorded up to this instant (None: all of them), or
+    # False when the metric has none.
+    region_duplicates: bool = False
+    duplicates_as_of: datetime | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.replaced or self.retracted or self.withdrawn)
+        return not (self.replaced or self.retracted or self.withdrawn or self.region_duplicates)
 
     def superseded_by(
         self,

@@ -16,3 +16,4 @@ PAYMENT_FAILED = "dev.abaxus.payment.failed.v1"
 # /apis/v1/namespaces/<namespace>/pingsources/<name>. The Trigger on that source routes a
 # ping to the one function it ticks, which treats it as its tick.
 KNATIVE_PING = "dev.knative.sources.ping"
+REGION_STALLED = "dev.abaxus.region.stalled.v1"

@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from core.adapters import queue
+from core.adapters.postgres import regions as region_rows
 from core.adapters.postgres import rollups
 from core.adapters.postgres import stats as stats_rows
 from core.adapters.postgres.database import get_database
+from core.config import settings
 from core.observability import events_folded, fold_duration
-from core.services import jobs
+from core.services import jobs, regions
 from core.services.invoicing import adjustments
 from core.services.usage import AGGREGATE_QUEUE, FOLD_JOB, REFOLD_JOB, meter_versions
 
@@ -34,8 +36,11 @@ def fold_jobs(claimed: Sequence[queue.Job]) -> None:
     with get_database().transaction() as connection:
         keys = rollups.job_metric_keys(connection, job_ids)
         rollups.lock_metrics(connection, keys, exclusive=False)
+        # At a central: of the copies of a key accepted in several regions, one counts.
+        regions.settle_duplicates(connection, job_ids)
         for key in keys:
             rollups.fold_jobs(connection, key, meter_versions(connection, key), job_ids)
+        region_rows.count_folded(connection, job_ids, settings().abaxus_region)
         stats_rows.count_folded_jobs(connection, job_ids)  # the overview's events per minute
         # Events in periods already invoiced become adjustments, in this same commit.
         adjustments.record_late_usage(connection, job_ids)
@@ -74,5 +79,11 @@ def drain(batch: int = FOLD_BATCH) -> queue.WorkResult:
     """Fold every due ingestion job, then run due refolds (each alone: it locks its
     metric exclusively)."""
     result = jobs.drain_together(AGGREGATE_QUEUE, FOLD_JOB, fold_jobs, batch=batch)
-    result.add(jobs.drain(AGGREGATE_QUEUE, {REFOLD_JOB: refold_metric}, batch=1))
+    result.add(
+        jobs.drain(
+            AGGREGATE_QUEUE,
+            {REFOLD_JOB: refold_metric, regions.REGION_SWAP_JOB: regions.refold_displaced},
+            batch=1,
+        )
+    )
     return result

@@ -184,19 +184,22 @@ def ingest(
 
 def _residency(
     connection: Any, firsts: list[tuple[int, UsageEvent]], outcomes: dict[int, Outcome]
-) -> list[tuple[int, UsageEvent]]:
+) -> tuple[list[tuple[int, UsageEvent]], dict[str, str]]:
     """With ABAXUS_ENFORCE_RESIDENCY, the events of customers homed in another zone are
     refused (wrong_region, naming the home region: API.md §10) and not stored; the others
-    go on. One lookup of the batch's customers, in the storing transaction."""
+    go on. With zones configured, each kept event's customer's zone (customer -> zone),
+    stored with the event: a region publishes each zone's events only to that zone's
+    central. One lookup of the batch's customers, in the storing transaction."""
     config = settings()
-    if not config.abaxus_enforce_residency:
-        return firsts
-    here, zones = config.abaxus_region, config.residency_zones
+    zones = config.residency_zones
+    if not config.abaxus_enforce_residency and not zones:
+        return firsts, {}
+    here = config.abaxus_region
     homes = rows.customer_regions(connection, sorted({e.customer_id for _, e in firsts}))
     kept = []
     for index, event in firsts:
         home = homes.get(event.customer_id)
-        if home_elsewhere(home, here, zones):
+        if config.abaxus_enforce_residency and home_elsewhere(home, here, zones):
             outcomes[index] = Outcome(
                 index,
                 "invalid",
@@ -208,7 +211,9 @@ def _residency(
             )
         else:
             kept.append((index, event))
-    return kept
+    return kept, {
+        customer: zones.get(home, home) for customer, home in homes.items() if home in zones
+    }
 
 
 def _producers(producer: Producer, count: int) -> Sequence[str | None]:
@@ -287,7 +292,7 @@ def _store(
     against the stored event when its key is not new, unknown_metric when its metric is
     unknown or archived (then nothing of it is stored); refused by its metric's contract
     (then nothing of it is stored either)."""
-    firsts = _residency(connection, firsts, outcomes)
+    firsts, zones = _residency(connection, firsts, outcomes)
     keys = {event.metric_key for _, event in firsts}
     contracts.BOOK.ensure(connection, keys)
     all_ids = _new_event_ids(len(firsts))
@@ -306,6 +311,7 @@ def _store(
             region=region,
             stamps=contracts.BOOK.latest(keys),
             quarantine=held,
+            zones=zones,
         )
         if stored.fresh:
             break

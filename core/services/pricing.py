@@ -32,6 +32,7 @@ from core.domain.periods import Interval, Period
 from core.domain.pricing.charges import CHARGE_ADAPTER, OverrideError, apply_overrides
 from core.domain.pricing.engine import LineInput, lines, sha256
 from core.domain.pricing.priced import PricingError, Usage
+from core.services import completeness
 from core.services.catalog.subscriptions import current_period
 from core.services.usage import meter_versions
 
@@ -236,7 +237,8 @@ def calculate(
     now = now or datetime.now(UTC)
     with get_database().transaction() as connection:
         context = _context(connection, subscription_id, period_start, period_end, now)
-        return store(connection, context, fingerprint=inputs_fingerprint(connection, context))
+        stored = store(connection, context, fingerprint=inputs_fingerprint(connection, context))
+        return _with_completeness(connection, stored)
 
 
 def store(
@@ -296,9 +298,18 @@ def inputs_fingerprint(connection: Connection, context: Context) -> str:
 def get_calculation(calculation_id: str) -> dict[str, Any]:
     with get_database().transaction() as connection:
         found = rows.get(connection, calculation_id)
-    if found is None:
-        raise NotFound(f"no calculation {calculation_id!r}")
-    return found
+        if found is None:
+            raise NotFound(f"no calculation {calculation_id!r}")
+        return _with_completeness(connection, found)
+
+
+def _with_completeness(connection: Connection, calculation: dict[str, Any]) -> dict[str, Any]:
+    """A calculation as the API answers it: with whether its period is complete here now
+    (API.md §10: every region's events up to the period's end received)."""
+    end = calculation["period"]["end"]
+    if not isinstance(end, datetime):
+        end = datetime.fromisoformat(str(end))
+    return calculation | completeness.completeness(connection, end).view()
 
 
 def line_events(

@@ -33,6 +33,7 @@ from core.observability import (
     usage_parity_drift,
     usage_parity_mismatches,
 )
+from core.services import completeness
 
 WINDOW_DAYS_MAX = 400
 # The aggregator's queue (core.services.aggregation runs it). A fold job's payload is
@@ -173,6 +174,9 @@ def _one(
         start=start,
         end=end,
     )
+    # API.md §10: whether every region's events up to the window's end are here.
+    rendered |= completeness.completeness(connection, end).view()
+    rendered["regions"] = completeness.realtime_regions(connection)
     return rendered
 
 

@@ -233,8 +233,13 @@ def supersession(
         "WHERE metric_key = %(metric)s AND status <> 'open' ORDER BY applied_at, id",
         params,
     ).all()
+    duplicates = connection.exec_driver_sql(
+        "SELECT EXISTS (SELECT 1 FROM region_duplicates WHERE metric_key = %(metric)s "
+        "AND (%(as_of)s::timestamptz IS NULL OR recorded_at <= %(as_of)s::timestamptz))",
+        {"metric": metric_key, "as_of": as_of},
+    ).scalar_one()
     if not rows:
-        return Supersession()
+        return Supersession(region_duplicates=bool(duplicates), duplicates_as_of=as_of)
     ranges = tuple(
         ReplacedRange(
             correction_id=str(row.id),
@@ -259,6 +264,8 @@ def supersession(
         replaced=ranges,
         retracted=tuple(sorted(keys.items())),
         withdrawn=tuple(sorted(str(row.id) for row in rows if row.withdrawn)),
+        region_duplicates=bool(duplicates),
+        duplicates_as_of=as_of,
     )
 
 
@@ -272,6 +279,12 @@ def states(connection: Connection, metric_keys: Sequence[str]) -> dict[str, list
         {"keys": list(metric_keys)},
     ):
         found[str(key)].append((str(correction_id), str(status)))
+    for key, count in connection.exec_driver_sql(
+        "SELECT metric_key, count(*) FROM region_duplicates WHERE metric_key = ANY(%(keys)s) "
+        "GROUP BY 1 ORDER BY 1",
+        {"keys": list(metric_keys)},
+    ):  # a copy found to be a cross-region duplicate changes what the metric counts
+        found[str(key)].append(("region_duplicates", str(count)))
     return found
 
 

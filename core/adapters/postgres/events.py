@@ -94,7 +94,7 @@ _STORE_SQL = (
     "input AS (SELECT r->>0 AS id, r->>1 AS customer_id, r->>2 AS metric_key, "
     "(r->>3)::numeric(20, 10) AS value, (r->>4)::timestamptz AS timestamp, "
     "r->5 AS properties, r->>6 AS idempotency_key, r->>7 AS content_sha256, "
-    "(r->>8)::numeric(78, 0) AS digest FROM jsonb_array_elements(%(events)s::jsonb) AS r), "
+    "(r->>8)::numeric(78, 0) AS digest, r->>9 AS zone FROM jsonb_array_elements(%(events)s::jsonb) AS r), "
     "claimed AS (INSERT INTO event_keys (idempotency_key, content_sha256, event_id, "
     "event_timestamp) SELECT idempotency_key, content_sha256, id, timestamp FROM input "
     "WHERE metric_key IN (SELECT key FROM active) AND (SELECT ok FROM fresh) "
@@ -102,9 +102,9 @@ _STORE_SQL = (
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, event_id), "
     "counted AS (SELECT event_id FROM claimed WHERE event_id NOT IN (SELECT id FROM quarantine)), "
     "job AS ({job}), "  # CountedJob.sql: filled in by _store_sql
-    f"moved AS (INSERT INTO events ({EVENT_COLUMNS}, region, ingest_job_id) "
+    f"moved AS (INSERT INTO events ({EVENT_COLUMNS}, region, ingest_job_id, zone) "
     "SELECT s.id, s.customer_id, s.metric_key, s.value, s.timestamp, s.properties, "
-    "s.idempotency_key, s.content_sha256, s.digest, %(region)s, (SELECT id FROM job) "
+    "s.idempotency_key, s.content_sha256, s.digest, %(region)s, (SELECT id FROM job), s.zone "
     "FROM input s WHERE s.id IN (SELECT event_id FROM counted) RETURNING 1), "
     "held AS (INSERT INTO quarantined_events (id, customer_id, metric_key, value, timestamp, "
     "properties, idempotency_key, content_sha256, digest, region, producer, metric_version, "
@@ -146,17 +146,26 @@ def _store_sql(job: CountedJob, *, holding: bool) -> str:
     return _LEAN_STORE_SQL.replace("{job}", job.sql("claimed"))
 
 
-def events_json(events: Sequence[UsageEvent], ids: Sequence[str]) -> str:
+def events_json(
+    events: Sequence[UsageEvent], ids: Sequence[str], zones: Mapping[str, str] | None = None
+) -> str:
     """The events as the store statement's JSON parameter: client texts as JSON strings,
-    canonical texts (value, instant, hashes, digest) as they are, and the stored
-    properties as their canonical JSON (parse_event refused NUL and lone surrogates)."""
+    canonical texts (value, instant, hashes, digest) as they are, the stored properties
+    as their canonical JSON (parse_event refused NUL and lone surrogates), and the
+    residency zone of the event's customer (`zones`: customer -> zone) or null."""
+    zones = zones or {}
     rows = ",".join(
         f'["{event_id}",{encode_basestring(e.customer_id)},{encode_basestring(e.metric_key)},'
         f'"{e.value_text}","{e.instant}",{e.properties_json},'
-        f'{encode_basestring(e.idempotency_key)},"{e.content_sha256}","{e.digest}"]'
+        f'{encode_basestring(e.idempotency_key)},"{e.content_sha256}","{e.digest}",'
+        f"{_zone_json(zones.get(e.customer_id))}]"
         for e, event_id in zip(events, ids, strict=True)
     )
     return f"[{rows}]"
+
+
+def _zone_json(zone: str | None) -> str:
+    return "null" if zone is None else encode_basestring(zone)
 
 
 def store(
@@ -168,6 +177,7 @@ def store(
     region: str,
     stamps: dict[str, str],
     quarantine: Sequence[Quarantined] = (),
+    zones: Mapping[str, str] | None = None,
 ) -> Stored:
     """In one statement: the active metrics among the events', the new idempotency keys of
     the events of those metrics claimed, their events moved into `events`, and `job`
@@ -196,7 +206,7 @@ def store(
         _store_sql(job, holding=bool(quarantine)),
         {
             **params,
-            "events": events_json(events, ids),
+            "events": events_json(events, ids, zones),
             "region": region,
             **job.params(),
         },
@@ -212,9 +222,13 @@ def store(
 
 
 def customer_regions(connection: Connection, customer_ids: Sequence[str]) -> dict[str, str]:
-    """The home region of each of these customers that has one."""
+    """The home region of each of these customers that has one: from the catalog, or from
+    the directory of customer homes (customers of another zone, without their data)."""
     rows = connection.exec_driver_sql(
-        "SELECT id, region FROM customers WHERE id = ANY(%(ids)s) AND region IS NOT NULL",
+        "SELECT id, region FROM customers WHERE id = ANY(%(ids)s) AND region IS NOT NULL "
+        "UNION ALL SELECT customer_id, region FROM customer_homes "
+        "WHERE customer_id = ANY(%(ids)s) AND customer_id NOT IN "
+        "(SELECT id FROM customers WHERE id = ANY(%(ids)s))",
         {"ids": list(customer_ids)},
     )
     return {str(customer): str(region) for customer, region in rows}

@@ -126,6 +126,17 @@ def binding_covering(connection: Connection, job_ids: Sequence[int]) -> list[dic
     return [{"invoice_id": str(i), "metric_key": str(m)} for i, m in rows]
 
 
+def binding_at(connection: Connection, customer_id: str, instant: datetime) -> list[str]:
+    """The customer's binding subscription invoices whose period holds `instant`."""
+    rows = connection.exec_driver_sql(
+        "SELECT id FROM invoices WHERE customer_id = %(customer)s AND kind = 'subscription' "
+        "AND period_start <= %(at)s AND period_end > %(at)s AND status = ANY(%(binding)s) "
+        "ORDER BY id",
+        {"customer": customer_id, "at": instant, "binding": list(BINDING)},
+    )
+    return [str(invoice_id) for (invoice_id,) in rows]
+
+
 # -- adjustments --------------------------------------------------------------------------
 
 

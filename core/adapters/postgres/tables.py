@@ -398,6 +398,8 @@ invoices = Table(
     Column("priced_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("complete", Boolean, nullable=False, server_default="true"),
+    Column("regions_lacking", ARRAY(Text), nullable=False, server_default="{}"),
 )
 
 adjustments = Table(

@@ -70,7 +70,8 @@ def superseded_clauses(
 ) -> list[str]:
     """The WHERE clauses that leave out the events corrections supersede (API.md §19): a
     replaced range (timestamp in it, received before the apply, of its customer), a
-    retracted key, an event of a withdrawn (reverted) correction. None without corrections."""
+    retracted key, an event of a withdrawn (reverted) correction; and the copies of an
+    event accepted in several regions that do not count (API.md §10). None without any."""
     clauses = []
     for index, found in enumerate(superseded.replaced):
         if customer is not None and found.customer_id not in {None, customer}:
@@ -95,6 +96,15 @@ def superseded_clauses(
     if superseded.withdrawn:
         params[f"{prefix}_wd"] = list(superseded.withdrawn)
         clauses.append(f"(correction_id IS NULL OR correction_id <> ALL(%({prefix}_wd)s::text[]))")
+    if superseded.region_duplicates:
+        bound = ""
+        if superseded.duplicates_as_of is not None:
+            params[f"{prefix}_dup"] = superseded.duplicates_as_of
+            bound = f" AND d.recorded_at <= %({prefix}_dup)s"
+        clauses.append(
+            "NOT EXISTS (SELECT 1 FROM region_duplicates d WHERE d.region = events.region "
+            f"AND d.event_id = events.id{bound})"
+        )
     return clauses
 
 

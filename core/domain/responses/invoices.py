@@ -79,6 +79,11 @@ class Invoice(ResponseModel):
     voided_at: InstantText | None
     void_reason: str | None
     created_at: InstantText
+    complete: bool = Field(
+        description="every region's events up to the period's end were here when it was "
+        "priced (API.md §10); false only under ABAXUS_REGION_POLICY=bill_available"
+    )
+    regions_lacking: list[str] = Field(description="the regions it was priced without")
 
 
 class ExplainedUsageLine(ResponseModel):

@@ -16,6 +16,7 @@ from core.domain.responses.common import (
     Period,
     ResponseModel,
 )
+from core.domain.responses.usage import Completeness
 
 ChargeModel = Literal[
     "per_unit", "tiered", "volume", "package", "flat_fee", "matrix", "custom_formula"
@@ -92,7 +93,7 @@ class CalculationLine(ResponseModel):
     )
 
 
-class Calculation(ResponseModel):
+class Calculation(Completeness):
     """Same subscription, period and events: same `id` and `checksum`."""
 
     id: str
@@ -109,6 +110,7 @@ class Calculation(ResponseModel):
     total: DecimalText
     inputs_checksum: Checksum
     checksum: Checksum
+    # Completeness (inherited): whether the period is complete here at the time of the answer.
 
 
 class LineEvent(ResponseModel):

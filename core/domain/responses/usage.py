@@ -89,7 +89,28 @@ class UsageGroup(ResponseModel):
     event_count: int
 
 
-class UsageSummary(ResponseModel):
+class RegionAsOf(ResponseModel):
+    region: str
+    as_of: InstantText | None = Field(
+        description="every event the region received before this instant is counted here "
+        "(null: nothing received from it yet)"
+    )
+
+
+class Completeness(ResponseModel):
+    """API.md §10: whether every region's events up to the window's end are here."""
+
+    complete: bool = Field(
+        description="the window is over and every region has completed it (a window still "
+        "open is never complete)"
+    )
+    complete_until: InstantText | None = Field(
+        description="every event received before this instant, in every region, is here"
+    )
+    regions_lacking: list[str] = Field(description="regions that have not completed the window")
+
+
+class UsageSummary(Completeness):
     """One metric's usage of a customer in [from, to)."""
 
     customer_id: str
@@ -113,6 +134,7 @@ class UsageSummary(ResponseModel):
         description="events of the window stored but not counted because the meter's "
         "filters exclude them (a property missing or with another value)"
     )
+    regions: list[RegionAsOf] = Field(description="up to when each region's events are here")
 
 
 class UsageSummaries(ResponseModel):

@@ -7,8 +7,9 @@ from typing import Any
 
 from core.adapters.postgres import customers as rows
 from core.adapters.postgres.database import get_database
+from core.config import settings
 from core.domain.customers import CustomerFields, NewCustomer
-from core.domain.errors import Conflict, NotFound
+from core.domain.errors import Conflict, FieldError, NotFound, WrongRegion
 from core.domain.validation import validated
 from core.services import audit
 from core.services.caller import Caller
@@ -16,7 +17,24 @@ from core.services.catalog.archiving import archive
 from core.services.listing import paginate
 
 
+def _homed_here(region: str | None) -> None:
+    """With residency zones, a central keeps the customers of its own zone only (API.md §10:
+    each zone has its own central): a home in another zone is refused, naming it."""
+    config = settings()
+    zones = config.residency_zones
+    if region is None or not zones or config.abaxus_role == "region":
+        return
+    home_zone = zones.get(region, region)
+    if home_zone != config.zone:
+        raise WrongRegion(
+            f"a customer homed in {region} belongs to the central of zone {home_zone!r} "
+            f"(this central is zone {config.zone!r})",
+            errors=[FieldError(("body", "region"), f"in zone {home_zone}")],
+        )
+
+
 def create_customer(caller: Caller, customer: NewCustomer) -> dict[str, Any]:
+    _homed_here(customer.region)
     with get_database().transaction() as connection:
         row = rows.insert_customer(connection, customer.model_dump())
         if row is None:
@@ -36,6 +54,8 @@ def change_customer(caller: Caller, customer_id: str, fields: CustomerFields) ->
     """PATCH: the given fields replace the stored ones (metadata as a whole); a null
     clears an optional field. Audited with each changed field's before and after."""
     given = fields.model_dump(exclude_unset=True)
+    if given.get("region"):
+        _homed_here(given["region"])
     with get_database().transaction() as connection:
         before = rows.get(connection, customer_id, lock=True)
         if before is None:

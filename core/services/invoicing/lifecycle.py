@@ -38,7 +38,7 @@ from core.domain.invoices.status import InvoiceStatus
 from core.domain.invoices.voiding import AdjustmentState, void_plan
 from core.domain.periods import Period
 from core.domain.pricing.engine import sha256
-from core.services import audit, pricing
+from core.services import audit, completeness, pricing
 from core.services.caller import Caller
 from core.services.invoicing import EMAIL_JOB, INVOICE_QUEUE, email_job_key, new_id
 from core.services.invoicing.views import view
@@ -144,9 +144,13 @@ def _assembled(
     )
     values: dict[str, Any] = {}
     if calculation is not None:
+        # Every region's events up to the period's end here, or (bill_available) what lacks.
+        found = completeness.require_complete(connection, row["period_end"])
         values |= {
             "calculation_id": calculation["id"],
             "inputs_fingerprint": priced.fingerprint,
+            "complete": found.complete,
+            "regions_lacking": list(found.lacking),
         }
         if priced.repriced or row.get("priced_at") is None:
             values["priced_at"] = datetime.now(UTC)

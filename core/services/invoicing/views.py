@@ -67,6 +67,8 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
         "voided_at": row["voided_at"],
         "void_reason": row["void_reason"],
         "created_at": row["created_at"],
+        "complete": row["complete"],
+        "regions_lacking": list(row["regions_lacking"]),
     }
 
 
