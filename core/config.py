@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     abaxus_catalog_connection: str | None = None
     abaxus_directory_connections: str = ""
     abaxus_log_level: str = "INFO"
-    abaxus_knative_dir: Path = PROJECT_ROOT / "knative"
+    abaxus_knative_dir: Path = PROJECT_ROOT / "knative" / "base"
     # The dev server fires the PingSources of knative/ (ticks); tests may switch them off.
     abaxus_dev_ticks: bool = True
     # Whether the dev server's broker delivers CloudEvents (off: they wait, durable, in its

@@ -22,7 +22,7 @@ from functions.routes import FUNCTIONS, ROUTE_OWNERS, service_name
 from functions.topology import load_topology
 from tests.conftest import PROJECT_ROOT
 
-KNATIVE_DIR = PROJECT_ROOT / "knative"
+KNATIVE_DIR = PROJECT_ROOT / "knative" / "base"
 SHARED_DIR = Path(os.environ.get("ABAXUS_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 KNATIVE_MODELS = {
     "Service": Service,
@@ -36,35 +36,65 @@ CORE_KINDS = {"Namespace", "ConfigMap", "Job"}
 NEWER_THAN_MODELS = {("Trigger", ("spec", "delivery", "timeout"))}
 
 
-def _python_render() -> list[dict]:
-    """kustomize's effect for this kustomization (resources, namespace, labels, images),
+def _python_render(directory: Path) -> list[dict]:
+    """kustomize's effect for these kustomizations (resources — files or directories —,
+    namespace, labels, images, and ConfigMap patches, which is all the overlays use),
     used only where kubectl is not installed."""
-    kustomization = yaml.safe_load((KNATIVE_DIR / "kustomization.yaml").read_text())
-    images = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in kustomization.get("images", [])}
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     documents = []
-    for resource in kustomization["resources"]:
-        for document in yaml.safe_load_all((KNATIVE_DIR / resource).read_text()):
+    for resource in kustomization.get("resources", []):
+        if (directory / resource).is_dir():
+            documents.extend(_python_render(directory / resource))
+            continue
+        documents.extend(d for d in yaml.safe_load_all((directory / resource).read_text()) if d)
+    for patch in kustomization.get("patches", []):
+        change = yaml.safe_load((directory / patch["path"]).read_text())
+        assert change["kind"] == "ConfigMap", "the fallback renders ConfigMap patches only"
+        for document in documents:
+            if document["kind"] == "ConfigMap" and (
+                document["metadata"]["name"] == change["metadata"]["name"]
+            ):
+                document["data"] = {**document.get("data", {}), **change["data"]}
+    if "namespace" in kustomization:
+        for document in documents:
             if document["kind"] != "Namespace":
                 document["metadata"]["namespace"] = kustomization["namespace"]
-            documents.append(document)
+    images = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in kustomization.get("images", [])}
     rendered = yaml.safe_dump_all(documents)
     for name, image in images.items():
         rendered = rendered.replace(f"image: {name}\n", f"image: {image}\n")
     return list(yaml.safe_load_all(rendered))
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
+# The base (one region) and each overlay (API.md §10): every test below holds for each.
+LAYOUTS = [
+    "",
+    "overlays/central",
+    "overlays/region",
+    "overlays/zones/eu-central",
+    "overlays/zones/eu-west-1",
+    "overlays/zones/us-central",
+    "overlays/zones/us-east-1",
+]
+
+
+def render(layout: str) -> list[dict]:
+    directory = PROJECT_ROOT / "knative" / layout if layout else PROJECT_ROOT / "knative"
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        return _python_render()
+        return _python_render(directory)
     output = subprocess.run(
-        [kubectl, "kustomize", str(KNATIVE_DIR)],
+        [kubectl, "kustomize", str(directory)],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     return [d for d in yaml.safe_load_all(output) if d]
+
+
+@pytest.fixture(scope="module", params=LAYOUTS, ids=lambda layout: layout or "base")
+def rendered(request: pytest.FixtureRequest) -> list[dict]:
+    return render(request.param)
 
 
 def _of(rendered, kind):
@@ -259,3 +289,36 @@ def test_the_sinkbinding_gives_k_sink_to_exactly_the_emitting_functions(rendered
         if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
     }
     assert bound == {service_name(f) for f in ("ingest", "calculate", "invoice", "charge")}
+
+
+def _config(layout: str) -> dict[str, str]:
+    (config,) = [d for d in render(layout) if d["kind"] == "ConfigMap"]
+    return dict(config["data"])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+def test_each_overlay_configures_a_role_the_settings_accept(layout, monkeypatch):
+    """What an overlay sets is a valid configuration (the settings refuse to start
+    otherwise): its role, its region, its zone in a two-zone topology."""
+    from core.config import Settings
+
+    data = _config(layout)
+    for name in list(os.environ):
+        if name.startswith("ABAXUS_"):
+            monkeypatch.delenv(name)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    config = Settings(database_url="postgresql://localhost/abaxus")
+    expected_role = "central" if layout.endswith("central") else "region"
+    assert config.abaxus_role == expected_role
+    if "zones/" in layout:
+        zone = layout.split("/")[-1][:2]
+        assert config.zone == zone
+        if expected_role == "region":
+            assert config.abaxus_enforce_residency is True
+            assert config.abaxus_catalog_connection and f"central-{zone}" in (
+                config.abaxus_catalog_connection
+            )
+            assert config.abaxus_directory_connections
+    if expected_role == "region":
+        assert config.abaxus_central_url and config.abaxus_catalog_connection

@@ -327,7 +327,7 @@ def test_the_dev_brokers_ingress_answers_503_problems_while_the_database_is_down
 
     from functions.devserver import DevServer
 
-    server = DevServer(base_url="http://127.0.0.1:1", knative_dir=PROJECT_ROOT / "knative")
+    server = DevServer(base_url="http://127.0.0.1:1", knative_dir=PROJECT_ROOT / "knative" / "base")
 
     def down(*args, **kwargs):
         raise errors.Unavailable("the database is unavailable; retry", code="database_unavailable")
