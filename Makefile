@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test system-deps lint format migrate unit integration contract e2e fuzz bench-ingest bench-usage bench-calculate bench-invoice-run bench-console bench-soak bench-contracts bench-corrections manifests clean
+.PHONY: run run-regions test system-deps lint format migrate unit integration contract e2e fuzz bench-ingest bench-usage bench-calculate bench-invoice-run bench-console bench-soak bench-contracts bench-corrections bench-regions manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 ## run: the whole system on http://localhost:$${PORT:-8080} (embedded PostgreSQL unless DATABASE_URL is set)
 run: $(STAMP)
 	$(BIN)/abaxus dev
+
+## run-regions: a central on $${PORT:-8080} and regions eu-west-1, us-east-1 on the next ports,
+## each on its own embedded PostgreSQL, replicating (docs/regions.md)
+run-regions: $(STAMP)
+	$(BIN)/abaxus dev --regions $${REGIONS:-eu-west-1,us-east-1}
 
 ## system-deps: what the suite needs from the system: Chromium (the console's browser tests)
 ## and Pango (invoice PDFs); installed with apt-get when missing (root, Debian)
@@ -86,6 +91,10 @@ bench-contracts: $(STAMP)
 ## bench-corrections: a replace of 1M events by 1M (preview, apply) and the exact scan after it
 bench-corrections: $(STAMP)
 	$(BIN)/python bench/corrections.py
+
+## bench-regions: two regions ingesting 20,000 events/s in total; replication lag and fold at the central
+bench-regions: $(STAMP)
+	$(BIN)/python bench/regions.py
 
 ## manifests: render knative/ with kustomize and validate it strictly against the Knative CRDs
 manifests: $(STAMP)

@@ -424,7 +424,7 @@ def get_regions(request: Request) -> Reply:
     return Reply({"data": regions.list_regions()})
 
 
-@APP.route("/v1/regions", ["POST"], body=NewRegion, status=201, response=Region, errors=[409])
+@APP.route("/v1/regions", ["POST"], body=NewRegion, status=201, response=Region, errors=[409, 421])
 def post_region(request: Request) -> Reply:
     """Subscribe to a region's events (its residency zone's publication): PostgreSQL logical
     replication copies what the region holds, then streams. A central only."""
@@ -445,7 +445,7 @@ def get_region_duplicates(request: Request) -> Reply:
     )
 
 
-@APP.route("/v1/regions/<region>", ["DELETE"], response=Region)
+@APP.route("/v1/regions/<region:region>", ["DELETE"], response=Region, errors=[404, 421])
 def delete_region(request: Request) -> Reply:
     """Stop receiving a region's events (its subscription is dropped); what it sent stays,
     and so do its invoices. Attaching it again takes a new name."""

@@ -299,7 +299,19 @@ class InvoiceIdConverter(BaseConverter):
     part_isolating = True  # one path segment (werkzeug assumes not when a regex has a /)
 
 
-PATH_CONVERTERS: dict[str, type[BaseConverter]] = {"invoice": InvoiceIdConverter}
+class RegionNameConverter(BaseConverter):
+    """`<region:region>`: a region name, never the word `duplicates`
+    (`/v1/regions/duplicates` is its own resource)."""
+
+    regex = r"(?!duplicates$)[a-z0-9][a-z0-9-]{0,62}"
+    part_isolating = True
+
+
+REGION_NAME_PATTERN = "^(?!duplicates$)[a-z0-9][a-z0-9-]{0,62}$"
+PATH_CONVERTERS: dict[str, type[BaseConverter]] = {
+    "invoice": InvoiceIdConverter,
+    "region": RegionNameConverter,
+}
 
 
 class FunctionApp:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from core.domain.events import CUSTOMER_ID, IDEMPOTENCY_KEY_CHARS_MAX, METRIC_KEY
-from functions.http import Route
+from functions.http import REGION_NAME_PATTERN, Route
 from functions.routes import FUNCTIONS
 
 REF = "#/components/schemas/{model}"
@@ -136,6 +136,8 @@ def _path_parameters(rule: str) -> list[dict[str, Any]]:
         schema: dict[str, Any]
         if converter == "invoice":
             schema = {"type": "string", "pattern": "^inv_[^/]+$"}
+        elif converter == "region":
+            schema = {"type": "string", "pattern": REGION_NAME_PATTERN}
         elif converter == "int":
             schema = {"type": "integer", "minimum": 0}
             limit = re.search(r"max=(\d+)", arguments or "")

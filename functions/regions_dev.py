@@ -133,7 +133,9 @@ class Topology:
         return node.process is not None and node.process.poll() is None
 
     def wait(self) -> int:
-        """Until a server exits or this process is interrupted; then stop them all."""
+        """Until a server exits or this process is interrupted (Ctrl-C, SIGTERM); then stop
+        them all (they run in sessions of their own: nothing else would)."""
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while all(
                 node.process is not None and node.process.poll() is None for node in self.nodes
@@ -142,5 +144,10 @@ class Topology:
         except KeyboardInterrupt:
             pass
         finally:
+            signal.signal(signal.SIGTERM, previous)
             self.stop()
         return 0
+
+
+def _interrupt(_signal: int, _frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -74,16 +74,19 @@ class Completeness:
 
 def completeness(until: datetime, now: datetime, regions: Sequence[RegionView]) -> Completeness:
     """A window ending at `until` is complete when it is over (`until` <= now) and every
-    region's complete_until has reached it. Without regions (one database), the database
-    itself is complete up to now."""
+    region's complete_until has reached it. `complete_until` is how far the window is
+    known: its end when complete, else the least of the regions' (and of now). Without
+    regions (one database), the database itself is complete up to now."""
     if not regions:
-        return Completeness(until <= now, now, ())
+        return Completeness(until <= now, min(until, now), ())
     lacking = tuple(
         sorted(r.region for r in regions if r.complete_until is None or r.complete_until < until)
     )
     reached = [r.complete_until for r in regions]
-    complete_until = None if any(c is None for c in reached) else min(c for c in reached if c)
-    return Completeness(until <= now and not lacking, complete_until, lacking)
+    if any(c is None for c in reached):
+        return Completeness(False, None, lacking)
+    known = min([until, now, *(c for c in reached if c is not None)])
+    return Completeness(until <= now and not lacking, known, lacking)
 
 
 class NewRegion(BaseModel):

@@ -334,3 +334,8 @@ def _central() -> Settings:
 def list_regions() -> list[dict[str, Any]]:
     with get_database().transaction() as connection:
         return completeness.views(connection)
+
+
+def count_duplicates() -> int:
+    with get_database().transaction() as connection:
+        return rows.count_duplicates(connection)

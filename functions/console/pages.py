@@ -21,6 +21,7 @@ from core.services import (
     quarantine,
     stats,
 )
+from core.services import regions as region_service
 from core.services import usage as usage_service
 from core.services.catalog import customers, metrics, subscriptions
 from core.services.console_sessions import Session
@@ -434,6 +435,17 @@ def audit_log(request: Request, session: Session) -> Reply:
 
 
 def regions(request: Request, session: Session) -> Reply:
+    """What GET /v1/regions answers (regions.list_regions), with the policy in force."""
+    config = settings()
+    shown = region_service.list_regions() if config.abaxus_role != "region" else []
+    duplicates = region_service.count_duplicates() if config.abaxus_role == "central" else 0
     return web.render(
-        "regions.html.j2", session=session, active="Regions", region=settings().abaxus_region
+        "regions.html.j2",
+        session=session,
+        active="Regions",
+        region=config.abaxus_region,
+        role=config.abaxus_role,
+        policy=config.abaxus_region_policy,
+        shown=shown,
+        duplicates=duplicates,
     )

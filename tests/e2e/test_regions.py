@@ -17,10 +17,12 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from playwright.sync_api import sync_playwright
 
 from core.domain.meters import DIGEST_MODULUS
 from core.services import runtime
 from functions.regions_dev import Node, Topology
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 
 KEY = "abx_regions_e2e_admin_key_0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -586,3 +588,39 @@ def test_replication_keeps_running_across_a_migration_in_the_documented_order(
     assert Decimal(
         exact(world, "cust_mig", now - timedelta(hours=1), now + timedelta(minutes=1))["value"]
     ) == Decimal("3")
+
+
+# -- the console --------------------------------------------------------------------------
+
+
+def test_the_central_console_shows_both_regions_converging(world: Regions) -> None:
+    """The console's regions page at the central (what `abaxus dev --regions` shows): both
+    regions streaming, with the events folded from each, in a real headless Chromium."""
+    folded = {r: world.folded(r) for r in (EU, US)}
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(world.central.base_url + "/dashboard")
+            page.get_by_label("API key").fill(KEY)
+            page.get_by_role("button", name="Log in").click()
+            page.goto(world.central.base_url + "/dashboard/regions")
+            rows = {
+                row.get_attribute("data-region"): row.inner_text()
+                for row in page.locator("#regions tbody tr").all()
+            }
+            assert set(rows) == {EU, US}
+            for region, text in rows.items():
+                assert "streaming" in text and str(folded[region]) in text, text
+            assert "ABAXUS_REGION_POLICY=wait" in page.content()
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "regions-central.png"), full_page=True)
+            page.wait_for_timeout(5500)  # the page reloads itself: still there, still live
+            assert page.locator("#regions tbody tr").count() == 2
+        finally:
+            browser.close()
+    assert errors == []

@@ -395,6 +395,10 @@ def duplicates_page(
     return [as_dict(row) for row in rows]
 
 
+def count_duplicates(connection: Connection) -> int:
+    return int(connection.exec_driver_sql("SELECT count(*) FROM region_duplicates").scalar_one())
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 

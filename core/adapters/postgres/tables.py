@@ -206,6 +206,7 @@ events = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("region", Text, nullable=False),
     Column("ingest_job_id", BigInteger, nullable=False),
+    Column("zone", Text),
     Column("digest", Numeric(78, 0, asdecimal=True), nullable=False),
     Column("correction_id", Text),  # posted into this correction, counted once it applied
 )

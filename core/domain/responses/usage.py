@@ -105,7 +105,9 @@ class Completeness(ResponseModel):
         "open is never complete)"
     )
     complete_until: InstantText | None = Field(
-        description="every event received before this instant, in every region, is here"
+        description="how far the window is known here: its end when complete, else the "
+        "instant before which every region's events are all here (null: a region has "
+        "reported nothing yet)"
     )
     regions_lacking: list[str] = Field(description="regions that have not completed the window")
 

@@ -119,3 +119,9 @@ function lineEvents() {
 }
 
 document.addEventListener("DOMContentLoaded", () => { liveTiles(); charts(); lineEvents(); });
+
+// The regions page of a central: reload while open, so regions are seen converging.
+(() => {
+  const table = document.querySelector("table[data-refresh-seconds]");
+  if (table) setTimeout(() => location.reload(), 1000 * Number(table.dataset.refreshSeconds));
+})();
