@@ -46,6 +46,7 @@ class Topology:
     regions: Sequence[str]
     port: int
     env: Mapping[str, str] = field(default_factory=dict)
+    region_env: Mapping[str, str] = field(default_factory=dict)  # the regions' only
     output: IO[Any] | None = None  # where the servers write (default: this process's);
     # closed by stop()
     central: Node | None = None
@@ -65,6 +66,7 @@ class Topology:
             self.serve(
                 node,
                 {
+                    **self.region_env,
                     "ABAXUS_REGION": node.name,
                     "ABAXUS_CENTRAL_URL": self.central.base_url,
                     "ABAXUS_CATALOG_CONNECTION": central_url,
