@@ -109,7 +109,8 @@ CREATE TABLE region_event_keys (
   customer_id     text NOT NULL,
   metric_key      text NOT NULL,
   timestamp       timestamptz NOT NULL,
-  content_sha256  text NOT NULL
+  content_sha256  text NOT NULL,
+  displaced       jsonb  -- the copy an earlier one took the key from (the fold corrects it)
 );
 
 CREATE TABLE region_duplicates (
@@ -127,6 +128,7 @@ CREATE TABLE region_duplicates (
   PRIMARY KEY (region, event_id)
 );
 CREATE INDEX region_duplicates_metric ON region_duplicates (metric_key);
+CREATE INDEX region_duplicates_key ON region_duplicates (idempotency_key);
 
 CREATE TABLE region_counts (
   region text PRIMARY KEY,

@@ -143,6 +143,20 @@ class Regions:
         return api(self.region[region], "POST", "/v1/events", json=event)
 
 
+METRIC = {
+    "key": "api_calls",
+    "name": "API calls",
+    "unit": "call",
+    "aggregation": "sum",
+    "effective_from": "2026-01-01T00:00:00Z",
+}
+
+
+def create_metric(central: Node) -> None:
+    """The metric every test bills (`api_calls`, a sum), created at a central."""
+    ok(api(central, "POST", "/v1/metrics", json=METRIC), 201)
+
+
 def event(
     customer: str, key: str, value: str, at: datetime, metric: str = "api_calls"
 ) -> dict[str, Any]:
@@ -186,21 +200,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
     try:
         regions = Regions(topology)
         regions.attach()
-        ok(
-            api(
-                regions.central,
-                "POST",
-                "/v1/metrics",
-                json={
-                    "key": "api_calls",
-                    "name": "API calls",
-                    "unit": "call",
-                    "aggregation": "sum",
-                    "effective_from": "2026-01-01T00:00:00Z",
-                },
-            ),
-            201,
-        )
+        create_metric(regions.central)
         ok(
             api(
                 regions.central,

@@ -17,7 +17,18 @@ import pytest
 
 from core.services import runtime
 from functions.regions_dev import Node, Topology
-from tests.e2e.test_regions import EU, KEY, US, api, event, free_ports, ok, sql, wait_until
+from tests.e2e.test_regions import (
+    EU,
+    KEY,
+    US,
+    api,
+    create_metric,
+    event,
+    free_ports,
+    ok,
+    sql,
+    wait_until,
+)
 
 ZONES = "eu=eu-west-1;us=us-east-1"
 
@@ -83,21 +94,7 @@ def zones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zones]:
                     ),
                     201,
                 )
-            ok(
-                api(
-                    central,
-                    "POST",
-                    "/v1/metrics",
-                    json={
-                        "key": "api_calls",
-                        "name": "API calls",
-                        "unit": "call",
-                        "aggregation": "sum",
-                        "effective_from": "2026-01-01T00:00:00Z",
-                    },
-                ),
-                201,
-            )
+            create_metric(central)
         yield Zones(topology, nodes)
     finally:
         topology.stop()

@@ -36,6 +36,10 @@ LOGICAL_REPLICATION = {
     "max_connections": "100",
     "logging_collector": "on",
     "log_directory": "pglog",
+    # Each subscription is an apply worker, plus table-sync workers while it starts
+    # (docs/regions.md, "Adding a region"): room for a central with many regions.
+    "max_worker_processes": "32",
+    "max_logical_replication_workers": "16",
 }
 
 

@@ -8,7 +8,7 @@ autocommit connection; identifiers are derived from validated region and zone na
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -285,8 +285,58 @@ class Displaced:
 # which copy's region replicated first.
 _EARLIER = (
     "(excluded.received_at, excluded.region, excluded.event_id) < "
-    "(region_event_keys.received_at, region_event_keys.region, region_event_keys.event_id)"
+    "(k.received_at, k.region, k.event_id)"
 )
+_COPY = (
+    "idempotency_key, region, id, received_at, customer_id, metric_key, timestamp, content_sha256"
+)
+
+# One statement, one pass over the jobs' events: claim each key's earliest copy (a key
+# already claimed by a later copy is taken over, and the copy it displaces is returned);
+# every other copy is recorded in region_duplicates with the copy that counts. A key being
+# claimed by a concurrent fold waits for it (the unique index) and is then compared with
+# its winner; a copy whose key's winner that fold committed after this statement began is
+# not visible to it: then nothing is kept, and the fold is retried (KeyBeingSettled).
+_SETTLE_SQL = (
+    f"WITH arrived AS MATERIALIZED (SELECT {_COPY} FROM events "  # noqa: S608 - constant clauses
+    "WHERE ingest_job_id = ANY(%(jobs)s)), "
+    "best AS (SELECT DISTINCT ON (idempotency_key) * FROM arrived "
+    "ORDER BY idempotency_key, received_at, region, id), "
+    "claimed AS (INSERT INTO region_event_keys AS k (idempotency_key, region, event_id, "
+    "received_at, customer_id, metric_key, timestamp, content_sha256) "
+    f"SELECT {_COPY} FROM best ORDER BY idempotency_key "
+    "ON CONFLICT (idempotency_key) DO UPDATE SET region = excluded.region, "
+    "event_id = excluded.event_id, received_at = excluded.received_at, "
+    "customer_id = excluded.customer_id, metric_key = excluded.metric_key, "
+    "timestamp = excluded.timestamp, content_sha256 = excluded.content_sha256, "
+    "displaced = jsonb_build_object('region', k.region, 'event_id', k.event_id, "
+    "'customer_id', k.customer_id, 'metric_key', k.metric_key, 'timestamp', k.timestamp, "
+    "'received_at', k.received_at, 'content_sha256', k.content_sha256) "
+    f"WHERE {_EARLIER} "
+    "RETURNING k.idempotency_key, k.region, k.event_id, k.displaced), "
+    "kept AS (SELECT k.idempotency_key, k.region, k.event_id FROM region_event_keys k "
+    "WHERE k.idempotency_key IN (SELECT idempotency_key FROM best "
+    "EXCEPT SELECT idempotency_key FROM claimed)), "
+    "settled AS (SELECT idempotency_key, region, event_id FROM claimed "
+    "UNION ALL SELECT * FROM kept), "
+    "lost AS (INSERT INTO region_duplicates (region, event_id, idempotency_key, customer_id, "
+    "metric_key, timestamp, received_at, content_sha256, winner_region, winner_event_id) "
+    "SELECT a.region, a.id, a.idempotency_key, a.customer_id, a.metric_key, a.timestamp, "
+    "a.received_at, a.content_sha256, w.region, w.event_id FROM arrived a "
+    "JOIN settled w ON w.idempotency_key = a.idempotency_key "
+    "WHERE (a.region, a.id) <> (w.region, w.event_id) "
+    "ORDER BY a.region, a.id ON CONFLICT DO NOTHING RETURNING 1) "
+    "SELECT NULL, NULL, NULL, NULL, (SELECT count(*) FROM arrived a WHERE NOT EXISTS "
+    "(SELECT 1 FROM settled w WHERE w.idempotency_key = a.idempotency_key)), "
+    "(SELECT count(*) FROM lost) "
+    "UNION ALL SELECT c.idempotency_key, c.region, c.event_id, c.displaced, 0, 0 "
+    "FROM claimed c WHERE c.displaced IS NOT NULL"
+)
+
+
+class KeyBeingSettled(Exception):
+    """A key of these events was claimed by a concurrent fold that committed after this
+    statement began: the fold's transaction is rolled back and its job retried."""
 
 
 def settle_duplicates(connection: Connection, job_ids: Sequence[int]) -> list[Displaced]:
@@ -296,85 +346,50 @@ def settle_duplicates(connection: Connection, job_ids: Sequence[int]) -> list[Di
     their rollups and any binding invoice are corrected by a refold job)."""
     if not job_ids:
         return []
-    params = {"jobs": list(job_ids)}
-    before = {
-        str(key): (str(region), str(event_id), customer, metric, timestamp)
-        for key, region, event_id, customer, metric, timestamp in connection.exec_driver_sql(
-            "SELECT k.idempotency_key, k.region, k.event_id, k.customer_id, k.metric_key, "
-            "k.timestamp FROM region_event_keys k WHERE k.idempotency_key IN "
-            "(SELECT idempotency_key FROM events WHERE ingest_job_id = ANY(%(jobs)s)) "
-            "ORDER BY 1 FOR UPDATE",
-            params,
+    rows = connection.exec_driver_sql(_SETTLE_SQL, {"jobs": list(job_ids)}).all()
+    if rows[0][4]:
+        raise KeyBeingSettled(f"{rows[0][4]} copies' keys are being settled by another fold")
+    displaced = [
+        (str(key), str(region), str(event_id), dict(old))
+        for key, region, event_id, old, _, _ in rows[1:]
+    ]
+    lost: list[Displaced] = []
+    for key, region, event_id, old in displaced:
+        lost.append(
+            Displaced(
+                str(old["region"]),
+                str(old["event_id"]),
+                str(old["customer_id"]),
+                str(old["metric_key"]),
+                datetime.fromisoformat(str(old["timestamp"])),
+            )
         )
-    }
-    connection.exec_driver_sql(
-        "INSERT INTO region_event_keys (idempotency_key, region, event_id, received_at, "  # noqa: S608 - constant clause
-        "customer_id, metric_key, timestamp, content_sha256) "
-        "SELECT DISTINCT ON (idempotency_key) idempotency_key, region, id, received_at, "
-        "customer_id, metric_key, timestamp, content_sha256 FROM events "
-        "WHERE ingest_job_id = ANY(%(jobs)s) ORDER BY idempotency_key, received_at, region, id "
-        "ON CONFLICT (idempotency_key) DO UPDATE SET region = excluded.region, "
-        "event_id = excluded.event_id, received_at = excluded.received_at, "
-        "customer_id = excluded.customer_id, metric_key = excluded.metric_key, "
-        f"timestamp = excluded.timestamp, content_sha256 = excluded.content_sha256 WHERE {_EARLIER}",
-        params,
-    )
-    displaced: list[Displaced] = []
-    if before:
-        winners: dict[str, str] = dict(
-            connection.exec_driver_sql(
-                "SELECT idempotency_key, region || '/' || event_id FROM region_event_keys "
-                "WHERE idempotency_key = ANY(%(keys)s)",
-                {"keys": list(before)},
-            ).all()
-        )
-        for key, (region, event_id, customer, metric, timestamp) in sorted(before.items()):
-            if winners.get(key) != f"{region}/{event_id}":
-                displaced.append(Displaced(region, event_id, customer, metric, timestamp))
-    _record_losers(connection, params, displaced)
-    return displaced
-
-
-def _record_losers(
-    connection: Connection, params: dict[str, Any], displaced: Iterable[Displaced]
-) -> None:
-    connection.exec_driver_sql(
-        "INSERT INTO region_duplicates (region, event_id, idempotency_key, customer_id, "
-        "metric_key, timestamp, received_at, content_sha256, winner_region, winner_event_id) "
-        "SELECT e.region, e.id, e.idempotency_key, e.customer_id, e.metric_key, e.timestamp, "
-        "e.received_at, e.content_sha256, k.region, k.event_id FROM events e "
-        "JOIN region_event_keys k ON k.idempotency_key = e.idempotency_key "
-        "WHERE e.ingest_job_id = ANY(%(jobs)s) AND (e.region, e.id) <> (k.region, k.event_id) "
-        "ORDER BY e.region, e.id ON CONFLICT DO NOTHING",
-        params,
-    )
-    for lost in displaced:
         connection.exec_driver_sql(
             "INSERT INTO region_duplicates (region, event_id, idempotency_key, customer_id, "
             "metric_key, timestamp, received_at, content_sha256, winner_region, winner_event_id) "
-            "SELECT %(region)s, %(event)s, d.idempotency_key, %(customer)s, %(metric)s, "
-            "%(timestamp)s, e.received_at, e.content_sha256, d.region, d.event_id "
-            "FROM region_event_keys d JOIN events e ON e.customer_id = %(customer)s "
-            "AND e.metric_key = %(metric)s AND e.timestamp = %(timestamp)s "
-            "AND e.region = %(region)s AND e.id = %(event)s "
-            "WHERE d.idempotency_key = e.idempotency_key ON CONFLICT DO NOTHING",
+            "VALUES (%(region)s, %(event)s, %(key)s, %(customer)s, %(metric)s, %(timestamp)s, "
+            "%(received)s, %(sha)s, %(winner_region)s, %(winner_event)s) ON CONFLICT DO NOTHING",
             {
-                "region": lost.region,
-                "event": lost.event_id,
-                "customer": lost.customer_id,
-                "metric": lost.metric_key,
-                "timestamp": lost.timestamp,
+                "region": old["region"],
+                "event": old["event_id"],
+                "key": key,
+                "customer": old["customer_id"],
+                "metric": old["metric_key"],
+                "timestamp": old["timestamp"],
+                "received": old["received_at"],
+                "sha": old["content_sha256"],
+                "winner_region": region,
+                "winner_event": event_id,
             },
         )
-    # Copies displaced before now name the key's current winner.
-    connection.exec_driver_sql(
-        "UPDATE region_duplicates d SET winner_region = k.region, winner_event_id = k.event_id "
-        "FROM region_event_keys k WHERE k.idempotency_key = d.idempotency_key "
-        "AND d.idempotency_key IN (SELECT idempotency_key FROM events "
-        "WHERE ingest_job_id = ANY(%(jobs)s)) "
-        "AND (d.winner_region, d.winner_event_id) <> (k.region, k.event_id)",
-        params,
-    )
+        # copies displaced before now name the key's current winner
+        connection.exec_driver_sql(
+            "UPDATE region_duplicates SET winner_region = %(region)s, winner_event_id = %(event)s "
+            "WHERE idempotency_key = %(key)s AND (winner_region, winner_event_id) "
+            "<> (%(region)s, %(event)s)",
+            {"key": key, "region": region, "event": event_id},
+        )
+    return lost
 
 
 def duplicates_page(
