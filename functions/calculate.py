@@ -17,7 +17,7 @@ from core.services.cloudevents import ReceivedEvent
 from functions.declarations import PAGE, Link, body_id
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
-APP = FunctionApp("calculate")
+APP = FunctionApp("calculate", writes_at_central=True)
 
 log = logging.getLogger(__name__)
 

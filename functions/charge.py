@@ -20,7 +20,7 @@ from functions import parameters
 from functions.declarations import PAGE, body_id, choice, header, text
 from functions.http import FunctionApp, Reply, Request, list_reply
 
-APP = FunctionApp("charge")
+APP = FunctionApp("charge", writes_at_central=True)
 STRIPE_EVENT = {"type": "object", "description": "a Stripe event, as Stripe signed it"}
 STRIPE_SIGNATURE = header(
     "Stripe-Signature", "Stripe's signature of the body (STRIPE_WEBHOOK_SECRET)", required=True

@@ -321,8 +321,8 @@ class FunctionApp:
         self.name = name
         # Serves POST /dead-letters: the Broker's deadLetterSink (cluster-local, any type).
         self.dead_letter_sink = dead_letter_sink
-        # Its writes (the catalog's) belong to the central: a `region` deployment answers
-        # them 421 wrong_region naming the central (API.md §10).
+        # Its writes (the catalog's, pricing's, invoicing's, charging's) belong to the
+        # central: a `region` deployment answers them 421 wrong_region naming it (§10).
         self.writes_at_central = writes_at_central
         self.routes: dict[str, Route] = {}
         self.event_handlers: dict[str, cloudevents.EventHandler] = {}
@@ -545,7 +545,7 @@ class FunctionApp:
         key = request.headers.get("Idempotency-Key")
         caller = self._authenticate(request, route.scope, request_id)
         if self.writes_at_central and request.method != "GET" and 421 in route.errors:
-            refuse_outside_central()
+            refuse_outside_central(self.name)
         body = _read_body(request)
         if not route.page:  # console pages post forms
             require_json_body(request.content_type, body)
@@ -800,14 +800,16 @@ def decode_event_data(headers: Mapping[str, str], body: bytes) -> Any:
     return envelope.get("data")
 
 
-def refuse_outside_central() -> None:
-    """A catalog write sent to a `region` deployment: 421 naming the central, where the
-    catalog lives and from which it replicates to the regions (API.md §10)."""
+def refuse_outside_central(function: str) -> None:
+    """A write that belongs to the central sent to a `region` deployment — the catalog's
+    (which replicates to the regions from there), pricing's, invoicing's, charging's —:
+    421 naming the central (API.md §10)."""
     config = settings()
     if config.abaxus_role == "region":
         central = config.abaxus_central_url or "the central deployment"
+        what = "catalog writes" if function == "api" else f"writes of {function}"
         raise errors.WrongRegion(
-            f"this is region {config.abaxus_region}: catalog writes go to {central}",
+            f"this is region {config.abaxus_region}: {what} go to {central}",
             code="wrong_region",
         )
 

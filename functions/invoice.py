@@ -29,7 +29,7 @@ from functions import parameters
 from functions.declarations import PAGE, body_id, choice
 from functions.http import FunctionApp, Reply, Request, list_reply, validate
 
-APP = FunctionApp("invoice")
+APP = FunctionApp("invoice", writes_at_central=True)
 QUEUE = "invoice"
 JOB_HANDLERS: dict[str, JobHandler] = {
     invoicing.EMAIL_JOB: invoice_documents.send_email,

@@ -135,6 +135,27 @@ def test_a_region_refuses_catalog_writes_naming_the_central_and_serves_reads(db,
             assert "https://billing-central.example" in problem["detail"]
         assert api.get("/v1/metrics/api_calls", headers=headers).status_code == 200
         assert api.post("/v1/customers", json={}).status_code == 401  # 401 comes first
+        # pricing, invoicing and charging are the central's too
+        for target, path, body in (
+            ("calculate", "/v1/pricing/calculate", {"subscription_id": "sub_x"}),
+            (
+                "invoice",
+                "/v1/invoices",
+                {
+                    "subscription_id": "sub_x",
+                    "period_start": "2026-11-01T00:00:00Z",
+                    "period_end": "2026-12-01T00:00:00Z",
+                },
+            ),
+            ("invoice", "/v1/invoices/inv_x/charge", {}),
+        ):
+            client = create_wsgi_app(target=target, source=MAIN).test_client()
+            refused = client.post(path, json=body, headers=headers)
+            assert refused.status_code == 421, (path, refused.get_json())
+            assert refused.get_json()["detail"] == (
+                f"this is region eu-west-1: writes of {target} go to "
+                "https://billing-central.example"
+            )
     finally:
         for name in ("ABAXUS_ROLE", "ABAXUS_REGION", "ABAXUS_CENTRAL_URL"):
             monkeypatch.delenv(name)
