@@ -133,7 +133,13 @@ def cmd_dev_regions(args: argparse.Namespace) -> int:
         print(f"error: {error}")
         return 2
     port = args.port if args.port is not None else settings().port
-    topology = Topology(settings().abaxus_data_dir / "regions-dev", names, port)
+    topology = Topology(
+        settings().abaxus_data_dir / "regions-dev",
+        names,
+        port,
+        # three servers on one terminal: warnings and errors only, unless asked otherwise
+        env={"ABAXUS_LOG_LEVEL": os.environ.get("ABAXUS_LOG_LEVEL", "WARNING")},
+    )
     try:
         topology.start(runtime.start_replicating_database)
         assert topology.central is not None

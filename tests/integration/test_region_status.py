@@ -92,3 +92,42 @@ def test_one_database_lists_its_own_region_always_complete(db):
     assert local["lag_seconds"] == 0.0 and local["attached"] is True
     refused = admin.post("/v1/regions", {"region": "eu-west-1", "connection": "host=x"}, expect=421)
     assert refused["code"] == "not_central"
+
+
+def test_detaching_keeps_what_a_region_sent_and_refuses_to_attach_it_again(central):
+    from functions_framework import create_app as create_wsgi_app
+
+    from tests.conftest import PROJECT_ROOT, bearer
+
+    secret = api_keys.create_key(SYSTEM, name="admin", scopes=["admin"]).secret
+    api = create_wsgi_app(target="api", source=str(PROJECT_ROOT / "functions" / "main.py"))
+    client = api.test_client()
+    headers = bearer(secret)
+    _sql("INSERT INTO region_counts (region, events) VALUES ('us-east-1', 42)")
+    detached = client.delete("/v1/regions/us-east-1", headers=headers)
+    assert detached.status_code == 200, detached.get_json()
+    body = detached.get_json()
+    assert body["status"] == "detached" and body["attached"] is False and body["events"] == 42
+    listed = client.get("/v1/regions", headers=headers).get_json()["data"]
+    assert [r["region"] for r in listed] == ["eu-west-1"]
+    again = client.post(
+        "/v1/regions", json={"region": "us-east-1", "connection": "host=x"}, headers=headers
+    )
+    assert again.status_code == 409 and again.get_json()["code"] == "region_detached"
+    unknown = client.delete("/v1/regions/ap-south-1", headers=headers)
+    assert unknown.status_code == 404 and unknown.get_json()["code"] == "unknown_region"
+    unreachable = client.post(
+        "/v1/regions",
+        json={"region": "ap-south-1", "connection": "host=/nonexistent dbname=abaxus"},
+        headers=headers,
+    )
+    assert unreachable.status_code == 422 and unreachable.get_json()["code"] == "region_unreachable"
+    with get_database().transaction() as connection:
+        audited = (
+            connection.execute(
+                text("SELECT action FROM audit_log WHERE entity = 'region' ORDER BY id")
+            )
+            .scalars()
+            .all()
+        )
+    assert audited == ["region.detached"]
