@@ -17,7 +17,7 @@ from core.domain.errors import FieldError, ValidationFailed
 from core.domain.events import BATCH_BODY_SCHEMA
 from core.domain.fields import PlanCode
 from core.domain.metrics import MetricDefinition, MetricVersionDefinition
-from core.domain.pricing.charges import PlanVersionDefinition
+from core.domain.pricing.charges import PlanVersionDefinition, PriceSimulation
 from core.domain.regions import NewRegion
 from core.domain.responses.catalog import (
     ApiKey,
@@ -32,9 +32,10 @@ from core.domain.responses.common import Page
 from core.domain.responses.ingest import BATCH_RESULT_SCHEMA
 from core.domain.responses.invoices import CorrectionSettled
 from core.domain.responses.operations import AuditEntry, DeadLetter, Stats
+from core.domain.responses.pricing import PriceSimulationResult
 from core.domain.responses.regions import Region, RegionDuplicate, Regions
 from core.domain.responses.usage import Correction, CorrectionPreview
-from core.services import api_keys, audit, corrections, dead_letters, regions, stats
+from core.services import api_keys, audit, corrections, dead_letters, regions, simulation, stats
 from core.services.catalog import customers, metrics, plans, subscriptions
 from functions import console, parameters
 from functions.declarations import PAGE, Link, body_id, choice, instant, text, whole_number
@@ -222,6 +223,21 @@ def create_plan_version(request: Request) -> Reply:
     return Reply(
         plans.add_version(request.require_caller(), request.params["code"], definition), status=201
     )
+
+
+@APP.route(
+    "/v1/price-plans/<code>/simulate",
+    ["POST"],
+    body=PriceSimulation,
+    response=PriceSimulationResult,
+    scope=auth.SCOPE_READ,
+)
+def simulate_plan(request: Request) -> Reply:
+    """Price candidate charges over the last `periods` invoiced periods of every
+    subscription on the plan, against what those periods were billed (invoice usage lines
+    plus later late-usage and correction adjustments). Nothing is stored or changed."""
+    body = validate(PriceSimulation, request.json())
+    return Reply(simulation.simulate(request.params["code"], body))
 
 
 @APP.route("/v1/price-plans/<code>", ["DELETE"], response=Plan)

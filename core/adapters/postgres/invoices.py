@@ -137,6 +137,29 @@ def binding_at(connection: Connection, customer_id: str, instant: datetime) -> l
     return [str(invoice_id) for (invoice_id,) in rows]
 
 
+def latest_binding_of_plan(
+    connection: Connection, plan_code: str, periods: int
+) -> list[dict[str, Any]]:
+    """The latest `periods` binding subscription invoices of each subscription on the plan
+    (any version), with what adjustments later recorded for their periods (late usage,
+    corrections: not manual ones), oldest first per subscription."""
+    rows = connection.exec_driver_sql(
+        "SELECT i.id, i.subscription_id, i.customer_id, i.period_start, i.period_end, "
+        "i.currency, i.lines, coalesce(a.adjusted, 0) AS adjusted FROM ("
+        "SELECT i.*, row_number() OVER (PARTITION BY i.subscription_id "
+        "ORDER BY i.period_end DESC) AS n FROM invoices i "
+        "JOIN subscriptions s ON s.id = i.subscription_id "
+        "WHERE s.plan_code = %(plan)s AND i.kind = 'subscription' "
+        "AND i.status = ANY(%(binding)s)) i "
+        "LEFT JOIN LATERAL (SELECT sum(amount_delta) AS adjusted FROM adjustments "
+        "WHERE original_invoice_id = i.id AND kind IN ('late_usage', 'correction') "
+        "AND cancelled_at IS NULL) a ON true "
+        "WHERE i.n <= %(periods)s ORDER BY i.customer_id, i.subscription_id, i.period_end",
+        {"plan": plan_code, "binding": list(BINDING), "periods": periods},
+    )
+    return [as_dict(row) for row in rows]
+
+
 # -- adjustments --------------------------------------------------------------------------
 
 

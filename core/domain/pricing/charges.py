@@ -194,3 +194,25 @@ class OverrideError(ValueError):
     def __init__(self, index: int, message: str) -> None:
         super().__init__(message)
         self.index = index
+
+
+SIMULATION_PERIODS_MAX = 12
+
+
+class PriceSimulation(BaseModel):
+    """POST /v1/price-plans/{code}/simulate: candidate charges, priced over the last
+    `periods` invoiced periods of every subscription on the plan (API.md §11)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    charges: Annotated[list[Charge], Field(min_length=1, max_length=CHARGES_MAX)]
+    periods: Annotated[int, Field(ge=1, le=SIMULATION_PERIODS_MAX)] = 3
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        labels = [charge.label for charge in self.charges]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(
+                f"charges need distinct names; give `name` to the charges on {duplicates}"
+            )
+        return self

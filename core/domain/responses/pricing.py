@@ -122,3 +122,40 @@ class LineEvent(ResponseModel):
     value: DecimalText
     properties: dict[str, Any]
     meter_version: int
+
+
+class SimulatedPeriod(ResponseModel):
+    subscription_id: str
+    invoice_id: str = Field(description="the binding invoice of the period")
+    period: Period
+    invoiced: DecimalText = Field(description="the invoice's usage lines")
+    adjusted: DecimalText = Field(
+        description="late-usage and correction adjustments later recorded for the period"
+    )
+    billed: DecimalText = Field(description="invoiced + adjusted")
+    simulated: DecimalText = Field(description="the candidate charges, priced as invoices are")
+    delta: DecimalText = Field(description="simulated - billed")
+
+
+class SimulatedCustomer(ResponseModel):
+    customer_id: str
+    periods: list[SimulatedPeriod]
+    billed: DecimalText
+    simulated: DecimalText
+    delta: DecimalText
+
+
+class SimulationTotal(ResponseModel):
+    billed: DecimalText
+    simulated: DecimalText
+    delta: DecimalText
+
+
+class PriceSimulationResult(ResponseModel):
+    """What candidate charges would have billed; nothing is stored or changed."""
+
+    plan_code: str
+    periods: int = Field(description="per subscription, its latest invoiced periods")
+    currency: Currency
+    customers: list[SimulatedCustomer]
+    total: SimulationTotal

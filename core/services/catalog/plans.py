@@ -43,7 +43,7 @@ def view(plan: dict[str, Any], version: dict[str, Any], versions: list[int]) -> 
     }
 
 
-def _check_references(connection: Any, definition: PlanVersionDefinition) -> None:
+def check_references(connection: Any, definition: PlanVersionDefinition) -> None:
     references = [
         (("body", "charges", index, "metric_key"), charge.metric_key)
         for index, charge in enumerate(definition.charges)
@@ -89,7 +89,7 @@ def _insert_version(
 
 def create_plan(caller: Caller, code: str, definition: PlanVersionDefinition) -> dict[str, Any]:
     with get_database().transaction() as connection:
-        _check_references(connection, definition)
+        check_references(connection, definition)
         if not rows.insert_plan(connection, code):
             raise Conflict(
                 f"price plan {code!r} exists (codes are never reused); add a version instead",
@@ -115,7 +115,7 @@ def add_version(caller: Caller, code: str, definition: PlanVersionDefinition) ->
             raise NotFound(f"no price plan {code!r}")
         if plan["archived_at"] is not None:
             raise Conflict(f"price plan {code!r} is archived", code="plan_archived")
-        _check_references(connection, definition)
+        check_references(connection, definition)
         number = rows.latest_version_number(connection, code) + 1
         _insert_version(connection, code, number, definition)
         result = _load(connection, code, number)
