@@ -114,6 +114,7 @@ def _fill(text, variables):
 EXAMPLES = (
     "### Worked example: a producer bug, quarantined and released",
     "### Worked example: an hour of wrong values, replaced after the invoice was issued",
+    "### Worked example: simulating a price change",
 )
 
 
