@@ -207,15 +207,6 @@ def detach_region(caller: Caller, region: str) -> dict[str, Any]:
         return completeness.view(connection, region, attached_only=False)
 
 
-def set_receiving(region: str, enabled: bool) -> None:
-    """Pause or resume a region's subscription (operations: an upgrade, a drill)."""
-    with get_database().transaction() as connection:
-        known = rows.get_region(connection, region)
-    if known is None:
-        raise NotFound(f"no region {region!r}", code="unknown_region")
-    rows.set_subscription_enabled(get_database().url, known["subscription"], enabled)
-
-
 def check_regions() -> list[str]:
     """Announce each region that became stalled (region.stalled, once per stall) and note
     recoveries; the regions now stalled."""

@@ -150,12 +150,6 @@ def subscribe(url: str, name: str, connection_string: str, publications: Sequenc
         )
 
 
-def set_subscription_enabled(url: str, name: str, enabled: bool) -> None:
-    with psycopg.connect(url, autocommit=True) as connection:
-        verb = "ENABLE" if enabled else "DISABLE"
-        connection.execute(sql.SQL("ALTER SUBSCRIPTION {} " + verb).format(sql.Identifier(name)))
-
-
 def drop_subscription(url: str, name: str) -> None:
     """Stop receiving; what was received stays. The slot at the region is dropped when the
     region answers, else left for its operator (dropping needs the publisher)."""
