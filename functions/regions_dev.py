@@ -113,7 +113,7 @@ class Topology:
         for node in self.nodes:
             role = "central " if node.role == "central" else f"region  {node.name:<14}"
             lines.append(f"  {role} {node.base_url}   ({node.database_url})")
-        lines.append(f"  regions page: {self.nodes[0].base_url}/console/regions")
+        lines.append(f"  regions page: {self.nodes[0].base_url}/dashboard/regions")
         width = max(len(line) for line in lines) + 2
         return "\n".join(["=" * width, *lines, "=" * width])
 
