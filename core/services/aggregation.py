@@ -37,10 +37,11 @@ def fold_jobs(claimed: Sequence[queue.Job]) -> None:
         keys = rollups.job_metric_keys(connection, job_ids)
         rollups.lock_metrics(connection, keys, exclusive=False)
         # At a central: of the copies of a key accepted in several regions, one counts.
-        regions.settle_duplicates(connection, job_ids)
+        replicated = region_rows.replicated_jobs(connection, job_ids)
+        regions.settle_duplicates(connection, replicated)
         for key in keys:
             rollups.fold_jobs(connection, key, meter_versions(connection, key), job_ids)
-        region_rows.count_folded(connection, job_ids, settings().abaxus_region)
+        region_rows.count_folded(connection, job_ids, replicated, settings().abaxus_region)
         stats_rows.count_folded_jobs(connection, job_ids)  # the overview's events per minute
         # Events in periods already invoiced become adjustments, in this same commit.
         adjustments.record_late_usage(connection, job_ids)

@@ -238,10 +238,9 @@ def check_regions() -> list[str]:
 # -- cross-region duplicates ----------------------------------------------------------------
 
 
-def settle_duplicates(connection: Any, job_ids: list[int]) -> None:
-    """In the fold's transaction: the copy of each key that counts among replicated events
+def settle_duplicates(connection: Any, replicated: list[int]) -> None:
+    """In the fold's transaction, for its replicated jobs: the copy of each key that counts
     (rows.settle_duplicates); a displaced earlier winner is corrected by a refold job."""
-    replicated = rows.replicated_jobs(connection, job_ids)
     if not replicated:
         return
     for lost in rows.settle_duplicates(connection, replicated):

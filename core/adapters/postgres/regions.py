@@ -232,14 +232,17 @@ def set_reported(connection: Connection, region: str, status: str) -> bool:
     return bool(changed)
 
 
-def count_folded(connection: Connection, job_ids: Sequence[int], local_region: str) -> None:
+def count_folded(
+    connection: Connection, job_ids: Sequence[int], replicated: Sequence[int], local_region: str
+) -> None:
     """In the fold's transaction: how many events each region contributed (a replicated
-    job counts its rows now, and its payload says so; an ingested one already counts)."""
+    job — `replicated`, those of `job_ids` a subscription's apply made — counts its rows
+    now, and its payload says so; an ingested one already counts)."""
     connection.exec_driver_sql(
         "UPDATE jobs j SET payload = j.payload || jsonb_build_object('events', c.n) "
         "FROM (SELECT ingest_job_id, count(*) AS n FROM events "
         "WHERE ingest_job_id = ANY(%(replicated)s) GROUP BY 1) c WHERE j.id = c.ingest_job_id",
-        {"replicated": list(replicated_jobs(connection, job_ids))},
+        {"replicated": list(replicated)},
     )
     connection.exec_driver_sql(
         "INSERT INTO region_counts (region, events) "

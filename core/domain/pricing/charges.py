@@ -132,6 +132,15 @@ MODELS = ("per_unit", "tiered", "volume", "package", "flat_fee", "matrix", "cust
 CHARGE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Charge)
 
 
+def require_distinct_labels(charges: list[Any]) -> None:
+    """A plan's charges are told apart by their labels (name, else metric): ValueError
+    naming those given twice."""
+    labels = [charge.label for charge in charges]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"charges need distinct names; give `name` to the charges on {duplicates}")
+
+
 class PlanVersionDefinition(BaseModel):
     """The body of POST /v1/price-plans/{code}/versions (a plan without its code)."""
 
@@ -145,12 +154,7 @@ class PlanVersionDefinition(BaseModel):
     def _rules(self) -> Self:
         if not is_currency(self.currency):
             raise ValueError(f"{self.currency} is not an ISO 4217 currency")
-        labels = [charge.label for charge in self.charges]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
-        if duplicates:
-            raise ValueError(
-                f"charges need distinct names; give `name` to the charges on {duplicates}"
-            )
+        require_distinct_labels(self.charges)
         return self
 
     def metric_keys(self) -> set[str]:
@@ -209,10 +213,5 @@ class PriceSimulation(BaseModel):
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
-        labels = [charge.label for charge in self.charges]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
-        if duplicates:
-            raise ValueError(
-                f"charges need distinct names; give `name` to the charges on {duplicates}"
-            )
+        require_distinct_labels(self.charges)
         return self
