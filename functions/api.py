@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from core import auth
 from core.domain.contracts import TeamName
 from core.domain.corrections import NewCorrection, Retraction
-from core.domain.customers import Cancellation, CustomerFields, NewCustomer, NewSubscription
+from core.domain.customers import (
+    Cancellation,
+    CustomerFields,
+    NewCustomer,
+    NewSubscription,
+    PlanChange,
+)
 from core.domain.errors import FieldError, ValidationFailed
 from core.domain.events import BATCH_BODY_SCHEMA
 from core.domain.fields import PlanCode
@@ -371,6 +377,28 @@ def cancel_subscription(request: Request) -> Reply:
     body = validate(Cancellation, request.json() if request.body.strip() else {})
     return Reply(
         subscriptions.cancel_subscription(
+            request.require_caller(), request.params["subscription_id"], body
+        )
+    )
+
+
+@APP.route(
+    "/v1/subscriptions/<subscription_id>/change",
+    ["POST"],
+    body=PlanChange,
+    response=Subscription,
+    errors=[409],
+    links=[body_id("subscription_id", "api.get_subscription")],
+)
+def change_subscription(request: Request) -> Reply:
+    """Change plan: the subscription ends at `effective` and the new one (returned, with
+    `previous_subscription_id`) starts there on the new plan version, in the same billing
+    periods. Usage is split by event time at that instant; flat fees and commitments are
+    prorated by days on each side. A customer charged twice for one metric over
+    overlapping time: 409 overlapping_subscription."""
+    body = validate(PlanChange, request.json())
+    return Reply(
+        subscriptions.change_subscription(
             request.require_caller(), request.params["subscription_id"], body
         )
     )

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.domain.fields import ClientId, Instant, MetricKey, Name, PlanCode
 from core.domain.money import is_currency
+from core.domain.pricing.terms import SubscriptionTerms
 
 METADATA_KEYS_MAX = 50
 METADATA_KEY_CHARS_MAX = 40
@@ -80,7 +81,9 @@ class Override(BaseModel):
     metric_key: MetricKey | None = None
 
 
-class NewSubscription(BaseModel):
+class NewSubscription(SubscriptionTerms):
+    """`trial_days`, `minimum_commitment`, `maximum_charge` override the plan version's."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     customer_id: ClientId
     plan_code: PlanCode
@@ -92,6 +95,38 @@ class NewSubscription(BaseModel):
 
     def override_dicts(self) -> list[dict[str, Any]]:
         return [o.model_dump(exclude_none=True) for o in self.overrides]
+
+    def terms(self) -> dict[str, Any]:
+        return SubscriptionTerms(
+            trial_days=self.trial_days,
+            minimum_commitment=self.minimum_commitment,
+            maximum_charge=self.maximum_charge,
+        ).stored()
+
+
+class PlanChange(SubscriptionTerms):
+    """`POST /v1/subscriptions/{id}/change`: the subscription ends at `effective` and a new
+    one on `plan_code` starts there, keeping the billing anchor. Terms and overrides are
+    the new subscription's own (none given: the new plan version's); a trial is not carried
+    over (changing plan ends a trial)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    plan_code: PlanCode
+    plan_version: Annotated[int, Field(ge=1)] | None = None
+    effective: Literal["immediately", "period_end"] | Instant = "immediately"
+    overrides: Annotated[list[Override], Field(max_length=OVERRIDES_MAX)] = Field(
+        default_factory=list
+    )
+
+    def override_dicts(self) -> list[dict[str, Any]]:
+        return [o.model_dump(exclude_none=True) for o in self.overrides]
+
+    def terms(self) -> dict[str, Any]:
+        return SubscriptionTerms(
+            trial_days=self.trial_days,
+            minimum_commitment=self.minimum_commitment,
+            maximum_charge=self.maximum_charge,
+        ).stored()
 
 
 class Cancellation(BaseModel):

@@ -17,3 +17,4 @@ PAYMENT_FAILED = "dev.abaxus.payment.failed.v1"
 # ping to the one function it ticks, which treats it as its tick.
 KNATIVE_PING = "dev.knative.sources.ping"
 REGION_STALLED = "dev.abaxus.region.stalled.v1"
+SUBSCRIPTION_CHANGED = "dev.abaxus.subscription.changed.v1"

@@ -1,4 +1,5 @@
-"""Billing periods: half-open [start, end), anchored at the subscription's start, UTC.
+"""Billing periods: half-open [start, end), anchored at the subscription's billing anchor
+(its start; after a plan change, the start of the subscription it replaced), UTC.
 
 Period k starts at `anchor + k * interval`, always computed from the anchor (never from
 the previous period), so a Jan 31 anchor gives Feb 28 (29 in leap years), Mar 31, Apr 30…
@@ -69,8 +70,8 @@ def period_at(anchor: datetime, interval: Interval, index: int) -> Period:
     return Period(period_start(anchor, interval, index), period_start(anchor, interval, index + 1))
 
 
-def period_containing(anchor: datetime, interval: Interval, instant: datetime) -> Period:
-    """The period that contains `instant` (which must not be before the anchor)."""
+def period_index(anchor: datetime, interval: Interval, instant: datetime) -> int:
+    """The index of the period that contains `instant` (which must not be before the anchor)."""
     anchor, instant = _utc(anchor), _utc(instant)
     if instant < anchor:
         raise ValueError("instant before the subscription's start")
@@ -79,7 +80,12 @@ def period_containing(anchor: datetime, interval: Interval, instant: datetime) -
         index -= 1
     while period_start(anchor, interval, index + 1) <= instant:
         index += 1
-    return period_at(anchor, interval, index)
+    return index
+
+
+def period_containing(anchor: datetime, interval: Interval, instant: datetime) -> Period:
+    """The period that contains `instant` (which must not be before the anchor)."""
+    return period_at(anchor, interval, period_index(anchor, interval, instant))
 
 
 def is_period_boundary(anchor: datetime, interval: Interval, instant: datetime) -> bool:

@@ -365,7 +365,7 @@ def _billing_periods(subscription: dict[str, Any], start: datetime, end: datetim
     instant = begin
     while instant < stop:
         period = period_containing(
-            subscription["starts_at"], Interval(subscription["interval"]), instant
+            subscription["anchor_at"], Interval(subscription["interval"]), instant
         )
         if subscription["ends_at"] is not None and subscription["ends_at"] < period.end:
             period = Period(period.start, subscription["ends_at"])

@@ -28,10 +28,11 @@ from core.domain.errors import FieldError, NotFound, ValidationFailed
 from core.domain.invoices.freshness import fingerprint
 from core.domain.meters import MeterVersion, usage_checksum
 from core.domain.pagination import decode_cursor, encode_cursor
-from core.domain.periods import Interval, Period
+from core.domain.periods import Interval, Period, period_containing
 from core.domain.pricing.charges import CHARGE_ADAPTER, OverrideError, apply_overrides
 from core.domain.pricing.engine import LineInput, lines, sha256
 from core.domain.pricing.priced import PricingError, Usage
+from core.domain.pricing.terms import Terms, effective_terms
 from core.services import completeness
 from core.services.catalog.subscriptions import current_period
 from core.services.usage import meter_versions
@@ -40,9 +41,26 @@ PERIOD_DAYS_MAX = 400
 DAY = timedelta(days=1)
 
 
-def _days(start: datetime, end: datetime) -> int:
-    """Elapsed 24-hour days, a started day counting in full."""
-    return max(0, math.ceil((end - start) / DAY))
+def _day(billing: Period, instant: datetime) -> int:
+    """Which day of the billing period an instant falls in (0-based, 24-hour days from the
+    period's start); the period's end is its day count, a started last day counting in full."""
+    if instant >= billing.end:
+        return max(0, math.ceil((billing.end - billing.start) / DAY))
+    return max(0, math.floor((instant - billing.start) / DAY))
+
+
+def _days(billing: Period, part: Period | None) -> int:
+    """The days of the billing period a part of it covers. The day an instant falls in
+    belongs to the side that starts there: a subscription starting mid-day bills that day,
+    one ending mid-day does not, so the two sides of a plan change add up to the period."""
+    return 0 if part is None else _day(billing, part.end) - _day(billing, part.start)
+
+
+def _clip(part: Period | None, start: datetime | None) -> Period | None:
+    """The part of `part` from `start` on (None when nothing is left)."""
+    if part is None or start is None or start <= part.start:
+        return part
+    return Period(start, part.end) if start < part.end else None
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,25 @@ class Context:
     plan: dict[str, Any]
     period: Period
     coverage: Period | None  # the part of the period the subscription covers
+    billing: Period  # the whole billing period `period` is part of (days are counted in it)
+    terms: Terms
+
+    @property
+    def billable(self) -> Period | None:
+        """The coverage after the trial: what flat fees and commitments bill."""
+        return _clip(self.coverage, self.subscription["trial_ends_at"])
+
+    @property
+    def usage_window(self) -> Period | None:
+        """The coverage whose usage is billed (during a trial only if the plan says so)."""
+        return self.coverage if self.terms.trial_bills_usage else self.billable
+
+    def trial(self) -> dict[str, Any] | None:
+        """The trial as the calculation states it, when it touches the period."""
+        ends = self.subscription["trial_ends_at"]
+        if ends is None or self.coverage is None or ends <= self.coverage.start:
+            return None
+        return {"ends_at": ends, "bills_usage": self.terms.trial_bills_usage}
 
 
 def _context(
@@ -94,7 +131,28 @@ def _context(
     start = max(period.start, subscription["starts_at"])
     end = min(period.end, subscription["ends_at"] or period.end)
     coverage = Period(start, end) if start < end else None
-    return Context(subscription, plan, period, coverage)
+    return Context(
+        subscription,
+        plan,
+        period,
+        coverage,
+        billing=_billing_period(subscription, Interval(plan["interval"]), period),
+        terms=effective_terms(plan["terms"], subscription["terms"]),
+    )
+
+
+def _billing_period(subscription: dict[str, Any], interval: Interval, period: Period) -> Period:
+    """The billing period a priced period is (part of): a period cut short by the
+    subscription's end or start still counts its days out of the whole period; a period
+    that is no billing period of the subscription (a preview of any span) is its own."""
+    anchor = subscription["anchor_at"]
+    if period.start < anchor:
+        return period
+    billing = period_containing(anchor, interval, period.start)
+    inside = billing.start <= period.start and period.end <= billing.end
+    return (
+        billing if inside and period.start in (billing.start, subscription["starts_at"]) else period
+    )
 
 
 def _charges(context: Context) -> list[Any]:
@@ -108,7 +166,7 @@ def _charges(context: Context) -> list[Any]:
 def _scan(
     connection: Connection, context: Context, metric_key: str, versions: list[MeterVersion]
 ) -> usage_rows.ScanResult:
-    coverage = context.coverage
+    coverage = context.usage_window
     if coverage is None:
         return usage_rows.ScanResult([], usage_checksum({}), Decimal(0), 0)
     return usage_rows.scan(
@@ -128,7 +186,7 @@ def _usage_lines(
     period aggregate differently (their usage has no common number)."""
     key = charge.metric_key
     versions = meter_versions(connection, key)
-    coverage = context.coverage
+    coverage = context.usage_window
     in_period = [
         v
         for v in versions
@@ -166,10 +224,7 @@ def _usage_lines(
 def compute(connection: Connection, context: Context) -> dict[str, Any]:
     subscription, plan, period = context.subscription, context.plan, context.period
     coverage = context.coverage
-    days = (
-        _days(period.start, period.end),
-        0 if coverage is None else _days(coverage.start, coverage.end),
-    )
+    days = (_days(context.billing, context.billing), _days(context.billing, context.billable))
     items: list[LineInput] = []
     for charge in _charges(context):
         if charge.model == "flat_fee":
@@ -188,6 +243,7 @@ def compute(connection: Connection, context: Context) -> dict[str, Any]:
         "overrides": subscription["overrides"],
         "period": {"start": period.start, "end": period.end},
         "coverage": None if coverage is None else {"start": coverage.start, "end": coverage.end},
+        **_terms_inputs(context, days),
         "lines": [
             {
                 "charge": item.charge.label,
@@ -210,6 +266,7 @@ def compute(connection: Connection, context: Context) -> dict[str, Any]:
         "coverage": inputs["coverage"],
         "currency": plan["currency"],
         "consistency": "exact",
+        **_terms_inputs(context, days),
         "lines": priced,
         "subtotal": total,
         "total": total,
@@ -218,6 +275,20 @@ def compute(connection: Connection, context: Context) -> dict[str, Any]:
     body["checksum"] = sha256(body)
     # Stored and returned as JSON values: numbers as their canonical strings.
     return dict(json.loads(canonical_json(body)))
+
+
+def _terms_inputs(context: Context, days: tuple[int, int]) -> dict[str, Any]:
+    """The trial and the commitment of the period, when it has them (left out otherwise,
+    so a calculation without terms is what it always was, checksum included). The
+    commitment states the days it is prorated by: those the flat fees bill."""
+    found: dict[str, Any] = {}
+    trial = context.trial()
+    if trial is not None:
+        found["trial"] = trial
+    commitment = context.terms.commitment()
+    if commitment is not None:
+        found["commitment"] = commitment | {"period_days": days[0], "billed_days": days[1]}
+    return found
 
 
 def context_for(connection: Connection, subscription_id: str, period: Period) -> Context:
@@ -274,7 +345,7 @@ def inputs_fingerprint(connection: Connection, context: Context) -> str:
     """What the period would be priced from, without pricing it (core/domain/invoices/
     freshness.py): equal fingerprints, equal calculation."""
     keys = sorted({c.metric_key for c in _charges(context) if c.model != "flat_fee"})
-    coverage = context.coverage
+    coverage = context.usage_window
     versions = metric_rows.versions(connection, keys) if keys else {}
     counts = (
         {}
@@ -350,7 +421,7 @@ def line_events(
             customer_id=calculation["customer_id"],
             metric_key=item["metric_key"],
             versions=versions,
-            start=datetime.fromisoformat(coverage["start"]),
+            start=_usage_start(calculation),
             end=datetime.fromisoformat(coverage["end"]),
             after=after,
             limit=limit + 1,
@@ -364,6 +435,16 @@ def line_events(
         else None
     )
     return page, next_cursor
+
+
+def _usage_start(calculation: dict[str, Any]) -> datetime:
+    """Where the usage a calculation billed starts: its coverage, after a trial that does
+    not bill usage."""
+    start = datetime.fromisoformat(calculation["coverage"]["start"])
+    trial = calculation.get("trial")
+    if trial is not None and not trial["bills_usage"]:
+        start = max(start, datetime.fromisoformat(trial["ends_at"]))
+    return start
 
 
 @dataclass(frozen=True)

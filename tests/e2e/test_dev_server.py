@@ -409,9 +409,10 @@ def test_a_bulk_run_invoices_every_subscription_of_the_period_end(dev_server):
         ]
         post("/v1/events/batch", {"events": events})
     # A subscription whose periods end elsewhere is not part of the run.
+    post("/v1/customers", {"id": "cust_mid", "name": "Mid-month", "currency": "EUR"})
     post(
         "/v1/subscriptions",
-        {"customer_id": "cust_run0", "plan_code": "run", "starts_at": "2026-09-15T00:00:00Z"},
+        {"customer_id": "cust_mid", "plan_code": "run", "starts_at": "2026-09-15T00:00:00Z"},
     )
     run = post(
         "/v1/invoices/bulk", {"period_end": "2026-10-01T00:00:00Z", "issue": True, "charge": False}

@@ -79,6 +79,12 @@ class Api:
     def delete(self, path: str, *, expect: int = 200, code: str | None = None) -> Any:
         return self.call("DELETE", path, expect=expect, code=code)
 
+    def customer(self, customer_id: str) -> str:
+        """Another customer like the seeded one (a customer holds one subscription per
+        metric at a time: more subscriptions on the plan need more customers)."""
+        self.post("/v1/customers", {**CUSTOMER, "id": customer_id})
+        return customer_id
+
     def seed(self) -> dict[str, Any]:
         """A metric, a plan on it, a customer and a subscription."""
         self.post("/v1/metrics", METRIC)

@@ -32,14 +32,16 @@ JULY = datetime(2026, 7, 1, tzinfo=UTC)
 NOW = datetime(2026, 7, 15, tzinfo=UTC)
 
 
-def _events():
+def _events(customer="cust_acme"):
+    prefix = "" if customer == "cust_acme" else f"{customer}-"
+
     def event(key, metric, value, day, hour=12, **properties):
         return {
-            "customer_id": "cust_acme",
+            "customer_id": customer,
             "metric_key": metric,
             "value": str(value),
             "timestamp": (JUNE + timedelta(days=day, hours=hour)).isoformat(),
-            "idempotency_key": key,
+            "idempotency_key": prefix + key,
             "properties": properties,
         }
 
@@ -100,6 +102,15 @@ def seeded(db):
         api_keys.create_key(SYSTEM, name="reader", scopes=["read"]).secret
     )["Authorization"]
     return {"api": api, "subscription": subscription, "client": client}
+
+
+def _twin(api, customer_id):
+    """Another customer with the same June usage as cust_acme (one customer holds one
+    subscription per metric at a time)."""
+    api.post("/v1/customers", {"id": customer_id, "name": "Twin", "currency": "USD"})
+    outcomes = ingest.ingest(_events(customer_id), now=NOW)
+    assert {o.outcome for o in outcomes} == {"accepted"}
+    return customer_id
 
 
 def _calculate(client, subscription_id, start=JUNE, end=JULY, expect=200):
@@ -254,7 +265,7 @@ def test_overrides_replace_the_charge_fields_and_show_in_the_line(seeded):
     special = api.post(
         "/v1/subscriptions",
         {
-            "customer_id": "cust_acme",
+            "customer_id": _twin(api, "cust_special"),
             "plan_code": "all",
             "starts_at": JUNE.isoformat(),
             "overrides": [{"metric_key": "api_calls", "unit_price": "0.002"}],
@@ -269,7 +280,11 @@ def test_a_flat_fee_is_prorated_for_a_mid_period_start(seeded):
     api = seeded["api"]
     late = api.post(
         "/v1/subscriptions",
-        {"customer_id": "cust_acme", "plan_code": "all", "starts_at": "2026-06-10T00:00:00Z"},
+        {
+            "customer_id": _twin(api, "cust_late"),
+            "plan_code": "all",
+            "starts_at": "2026-06-10T00:00:00Z",
+        },
     )
     result = _calculate(seeded["client"], late["id"])
     by_charge = {line["charge"]: line for line in result["lines"]}

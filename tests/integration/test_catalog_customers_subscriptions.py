@@ -107,7 +107,11 @@ def test_a_future_start_is_scheduled_with_its_first_period(api):
     api.seed()
     later = api.post(
         "/v1/subscriptions",
-        {"customer_id": "cust_acme", "plan_code": "pro", "starts_at": "2030-01-31T00:00:00Z"},
+        {
+            "customer_id": api.customer("cust_later"),
+            "plan_code": "pro",
+            "starts_at": "2030-01-31T00:00:00Z",
+        },
     )
     assert later["status"] == "scheduled"
     assert later["current_period"] == {
@@ -121,7 +125,7 @@ def test_overrides_replace_a_charge_for_one_subscription_only(api):
     deal = api.post(
         "/v1/subscriptions",
         {
-            "customer_id": "cust_acme",
+            "customer_id": api.customer("cust_deal"),
             "plan_code": "pro",
             "overrides": [
                 {"metric_key": "api_calls", "unit_price": "0.0008"},
@@ -211,12 +215,16 @@ def test_cancel_at_period_end_or_at_an_instant_once(api):
     api.post(
         f"/v1/subscriptions/{subscription['id']}/cancel", {}, expect=409, code="already_canceled"
     )
-    other = api.post("/v1/subscriptions", {"customer_id": "cust_acme", "plan_code": "pro"})
+    other = api.post(
+        "/v1/subscriptions", {"customer_id": api.customer("cust_other"), "plan_code": "pro"}
+    )
     at = api.post(
         f"/v1/subscriptions/{other['id']}/cancel", {"at": "2099-01-01T00:00:00Z"}, expect=200
     )
     assert at["ends_at"] == "2099-01-01T00:00:00Z"
-    third = api.post("/v1/subscriptions", {"customer_id": "cust_acme", "plan_code": "pro"})
+    third = api.post(
+        "/v1/subscriptions", {"customer_id": api.customer("cust_third"), "plan_code": "pro"}
+    )
     api.post(
         f"/v1/subscriptions/{third['id']}/cancel",
         {"at": "2020-01-01T00:00:00Z"},
@@ -298,7 +306,7 @@ def test_every_mutation_writes_one_chained_audit_row(api):
         ("/v1/metrics", {**METRIC, "key": "replayed"}),
         ("/v1/price-plans", {**PLAN, "code": "replayed"}),
         ("/v1/customers", {**CUSTOMER, "id": "replayed"}),
-        ("/v1/subscriptions", {"customer_id": "cust_acme", "plan_code": "pro"}),
+        ("/v1/subscriptions", {"customer_id": "cust_replayed", "plan_code": "pro"}),
         (
             "/v1/metrics/api_calls/versions",
             {
@@ -312,6 +320,7 @@ def test_every_mutation_writes_one_chained_audit_row(api):
 )
 def test_every_catalog_post_replays_its_first_response(api, path, body):
     api.seed()
+    api.customer("cust_replayed")
     before = len(api.get("/v1/audit?limit=1000")["data"])
     first = api.client.post(
         path, json=body, headers={**api.headers, "Idempotency-Key": f"idem-{path}"}

@@ -248,7 +248,9 @@ def test_plan_versions_are_immutable_and_subscriptions_keep_theirs(api):
     assert v1["charges"][0]["unit_price"] == "0.001" and len(v1["charges"]) == 2
     assert api.get("/v1/price-plans/pro")["version"] == 2
     assert api.get(f"/v1/subscriptions/{subscription['id']}")["plan_version"] == 1
-    newer = api.post("/v1/subscriptions", {"customer_id": "cust_acme", "plan_code": "pro"})
+    newer = api.post(
+        "/v1/subscriptions", {"customer_id": api.customer("cust_newer"), "plan_code": "pro"}
+    )
     assert newer["plan_version"] == 2
 
 

@@ -151,11 +151,9 @@ def test_late_usage_becomes_an_adjustment_carried_once_by_the_next_invoice(billi
     assert [(a["status"], a["carried_by"]) for a in listed] == [
         ("applied", {"invoice_id": july["id"], "number": july["number"], "status": "issued"})
     ] * 2
-    # Applied once: a redraft for another period does not carry them again.
-    client.api.post(
-        "/v1/subscriptions",
-        {"customer_id": "cust_acme", "plan_code": "basic", "starts_at": JUNE.isoformat()},
-    )
+    # Applied once: a draft for another period does not carry them again.
+    august = client.draft(subscription_id, AUGUST, AUGUST + timedelta(days=31))
+    assert [line for line in august["lines"] if line["type"] == "adjustment"] == []
     with get_database().transaction() as connection:
         applied = connection.execute(
             text("SELECT count(DISTINCT applied_invoice_id) FROM adjustments")

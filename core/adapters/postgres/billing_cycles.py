@@ -15,12 +15,15 @@ from core.adapters.postgres.tables import invoice_run_items, invoice_runs
 def subscriptions_to_bill(connection: Connection, cutoff: datetime) -> list[dict[str, Any]]:
     """Subscriptions started before the cutoff, with their plan's interval."""
     rows = connection.exec_driver_sql(
-        "SELECT s.id, s.starts_at, s.ends_at, v.interval FROM subscriptions s "
+        "SELECT s.id, s.starts_at, s.anchor_at, s.ends_at, v.interval FROM subscriptions s "
         "JOIN plan_versions v ON v.plan_code = s.plan_code AND v.version = s.plan_version "
         "WHERE s.starts_at < %(cutoff)s ORDER BY s.id",
         {"cutoff": cutoff},
     )
-    return [dict(zip(("id", "starts_at", "ends_at", "interval"), row, strict=True)) for row in rows]
+    return [
+        dict(zip(("id", "starts_at", "anchor_at", "ends_at", "interval"), row, strict=True))
+        for row in rows
+    ]
 
 
 def invoiced_period_ends(connection: Connection, subscription_id: str) -> set[datetime]:

@@ -310,7 +310,7 @@ def customers_in_window(connection: Connection, row: dict[str, Any]) -> list[str
 
 
 _SUBSCRIPTIONS_SQL = (
-    "SELECT s.id, s.customer_id, s.starts_at, s.ends_at, p.interval FROM subscriptions s "
+    "SELECT s.id, s.customer_id, s.starts_at, s.anchor_at, s.ends_at, p.interval FROM subscriptions s "
     "JOIN plan_versions p ON p.plan_code = s.plan_code AND p.version = s.plan_version "
     "WHERE s.customer_id = ANY(%(c)s) ORDER BY s.id"
 )

@@ -138,6 +138,7 @@ plan_versions = Table(
     Column("charges", JSONB, nullable=False),
     Column("definition_sha256", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("terms", JSONB, nullable=False, server_default="{}"),
 )
 
 customers = Table(
@@ -169,6 +170,41 @@ subscriptions = Table(
     Column("overrides", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("canceled_at", DateTime(timezone=True)),
+    Column("anchor_at", DateTime(timezone=True), nullable=False),
+    Column("previous_subscription_id", Text),
+    Column("changed_at", DateTime(timezone=True)),
+    Column("terms", JSONB, nullable=False, server_default="{}"),
+    Column("trial_ends_at", DateTime(timezone=True)),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("percent_off", Numeric(20, 10, asdecimal=True)),
+    Column("amount_off", Numeric(20, 10, asdecimal=True)),
+    Column("currency", Text),
+    Column("duration", Text, nullable=False),
+    Column("duration_periods", Integer),
+    Column("metric_keys", ARRAY(Text)),
+    Column("max_redemptions", Integer),
+    Column("redeem_by", DateTime(timezone=True)),
+    Column("redeemed", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("archived_at", DateTime(timezone=True)),
+)
+
+discounts = Table(
+    "discounts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("subscription_id", Text, nullable=False),
+    Column("coupon_code", Text, nullable=False),
+    Column("first_period_start", DateTime(timezone=True), nullable=False),
+    Column("carried_from", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("removed_at", DateTime(timezone=True)),
 )
 
 closed_periods = Table(

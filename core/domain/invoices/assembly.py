@@ -7,11 +7,17 @@ invoice is assembled"):
     usage and fees → commitments → discounts → taxes → credits
 
 Each step takes the lines assembled so far and the assembly's inputs, and returns the
-lines with its own appended; nothing else decides an invoice's content. Today the first
-step exists: this period's usage and fees (a calculation's priced lines) followed by the
-adjustments the invoice carries (late usage of earlier periods priced under their own
-versions, manual corrections, credit carried forward, reversals). The commercial steps
-(commitments, discounts, taxes, credits) are added to `ASSEMBLY_ORDER` as they arrive.
+lines with its own appended; nothing else decides an invoice's content:
+
+1. usage and fees: this period's priced charges (a calculation's lines), then the
+   adjustments the invoice carries (late usage of earlier periods priced under their own
+   versions, manual corrections, credit carried forward, credit notes, reversals);
+2. commitments (`commitments.py`): the period's minimum true-up or maximum cap;
+3. discounts (`discounts.py`): the subscription's discounts in force for the period.
+
+Taxes and prepaid credits are the next steps (API.md §14, §15). Steps 2 and 3 see only
+the period's own charges, never the carried adjustments: a commitment or a coupon of this
+period does not apply to what an earlier period owed.
 
 Every amount in a line is the normalized decimal text of an exact Decimal, so the same
 inputs give the same canonical JSON, byte for byte.
@@ -25,6 +31,8 @@ from decimal import Decimal
 from typing import Any
 
 from core.domain.canonical import decimal_text
+from core.domain.invoices.commitments import Commitment, commitment_lines
+from core.domain.invoices.discounts import AppliedDiscount, discount_lines
 
 ZERO = Decimal(0)
 Line = dict[str, Any]
@@ -52,6 +60,8 @@ class AssemblyInputs:
     currency: str
     usage_lines: tuple[Mapping[str, Any], ...] = ()
     adjustments: tuple[CarriedAdjustment, ...] = ()
+    commitment: Commitment | None = None
+    discounts: tuple[AppliedDiscount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,26 @@ def usage_and_fees(lines: tuple[Line, ...], inputs: AssemblyInputs) -> tuple[Lin
     return lines + usage + carried
 
 
-ASSEMBLY_ORDER: tuple[Step, ...] = (usage_and_fees,)
+PERIOD_CHARGES = frozenset({"usage", "commitment"})
+
+
+def _amount(lines: Sequence[Mapping[str, Any]]) -> Decimal:
+    return sum((Decimal(str(line["amount"])) for line in lines), ZERO)
+
+
+def commitments(lines: tuple[Line, ...], inputs: AssemblyInputs) -> tuple[Line, ...]:
+    """The period's minimum true-up or maximum cap, on its usage and fee lines."""
+    charges = _amount([line for line in lines if line.get("type") == "usage"])
+    return lines + tuple(commitment_lines(charges, inputs.commitment, inputs.currency))
+
+
+def discounts(lines: tuple[Line, ...], inputs: AssemblyInputs) -> tuple[Line, ...]:
+    """The discounts in force, on the period's charges after commitments."""
+    period = [line for line in lines if line.get("type") in PERIOD_CHARGES]
+    return lines + tuple(discount_lines(period, inputs.discounts, inputs.currency))
+
+
+ASSEMBLY_ORDER: tuple[Step, ...] = (usage_and_fees, commitments, discounts)
 
 
 def adjustment_line(adjustment: CarriedAdjustment) -> Line:

@@ -17,6 +17,7 @@ from core.domain.fields import Amount, MetricKey, Name, PositiveAmount, Property
 from core.domain.money import is_currency
 from core.domain.periods import Interval
 from core.domain.pricing import formula
+from core.domain.pricing.terms import TRIAL_DAYS_MAX, require_ordered, stored_terms
 
 TIERS_MAX = 50
 MATRIX_ROWS_MAX = 500
@@ -149,13 +150,29 @@ class PlanVersionDefinition(BaseModel):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     interval: Interval
     charges: Annotated[list[Charge], Field(min_length=1, max_length=CHARGES_MAX)]
+    # Commercial terms (core/domain/pricing/terms.py)
+    trial_days: Annotated[int, Field(ge=0, le=TRIAL_DAYS_MAX)] | None = None
+    trial_bills_usage: bool | None = None
+    minimum_commitment: Amount | None = None
+    maximum_charge: Amount | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
         if not is_currency(self.currency):
             raise ValueError(f"{self.currency} is not an ISO 4217 currency")
         require_distinct_labels(self.charges)
+        require_ordered(self.minimum_commitment, self.maximum_charge)
         return self
+
+    def terms(self) -> dict[str, Any]:
+        return stored_terms(
+            {
+                "trial_days": self.trial_days,
+                "trial_bills_usage": self.trial_bills_usage,
+                "minimum_commitment": self.minimum_commitment,
+                "maximum_charge": self.maximum_charge,
+            }
+        )
 
     def metric_keys(self) -> set[str]:
         return {c.metric_key for c in self.charges if hasattr(c, "metric_key")}

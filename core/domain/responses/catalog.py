@@ -199,6 +199,14 @@ class Plan(ResponseModel):
     currency_minor_units: int
     interval: Interval
     charges: list[ChargeShown]
+    trial_days: int | None = Field(description="days of trial from a subscription's start")
+    trial_bills_usage: bool = Field(description="whether usage during a trial is billed")
+    minimum_commitment: DecimalText | None = Field(
+        description="per billing period: a true-up line brings the period's charges up to it"
+    )
+    maximum_charge: DecimalText | None = Field(
+        description="per billing period: a negative line caps the period's charges at it"
+    )
     definition_sha256: str = Field(description="SHA-256 (hex) of the version's definition")
     versions: list[int]
     created_at: InstantText
@@ -235,5 +243,15 @@ class Subscription(ResponseModel):
     )
     overrides: list[dict[str, Any]] = Field(
         description="each names its charge (`charge` or `metric_key`) and the fields it replaces"
+    )
+    trial_days: int | None = Field(description="the subscription's own trial (else the plan's)")
+    trial_ends_at: InstantText | None = Field(description="null without a trial")
+    minimum_commitment: DecimalText | None = Field(description="overrides the plan version's")
+    maximum_charge: DecimalText | None = Field(description="overrides the plan version's")
+    previous_subscription_id: str | None = Field(
+        description="the subscription a plan change replaced with this one"
+    )
+    changed_at: InstantText | None = Field(
+        description="when a plan change ended this subscription (at `ends_at`)"
     )
     created_at: InstantText

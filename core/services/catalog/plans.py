@@ -19,12 +19,16 @@ from core.services.listing import paginate
 
 
 def _stored(definition: PlanVersionDefinition) -> dict[str, Any]:
-    return {
+    """The version's definition as stored and checksummed (terms only when it has some, so
+    a plan without terms keeps the checksum it always had)."""
+    stored = {
         "name": definition.name,
         "currency": definition.currency,
         "interval": definition.interval.value,
         "charges": [CHARGE_ADAPTER.dump_python(c, mode="json") for c in definition.charges],
     }
+    terms = definition.terms()
+    return stored | ({"terms": terms} if terms else {})
 
 
 def view(plan: dict[str, Any], version: dict[str, Any], versions: list[int]) -> dict[str, Any]:
@@ -36,10 +40,20 @@ def view(plan: dict[str, Any], version: dict[str, Any], versions: list[int]) -> 
         "currency_minor_units": minor_units(version["currency"]),
         "interval": version["interval"],
         "charges": version["charges"],
+        **_terms_view(version["terms"]),
         "definition_sha256": version["definition_sha256"],
         "versions": versions,
         "created_at": version["created_at"],
         "archived_at": plan["archived_at"],
+    }
+
+
+def _terms_view(terms: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "trial_days": terms.get("trial_days"),
+        "trial_bills_usage": bool(terms.get("trial_bills_usage", False)),
+        "minimum_commitment": terms.get("minimum_commitment"),
+        "maximum_charge": terms.get("maximum_charge"),
     }
 
 

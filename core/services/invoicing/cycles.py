@@ -18,7 +18,13 @@ from core.domain import event_types
 from core.domain.canonical import decimal_text
 from core.domain.errors import AbaxusError, NotFound
 from core.domain.invoices import status
-from core.domain.periods import PERIOD_INDEX_MAX, Interval, period_at, period_containing
+from core.domain.periods import (
+    PERIOD_INDEX_MAX,
+    Interval,
+    period_at,
+    period_containing,
+    period_index,
+)
 from core.services import audit, notify
 from core.services.caller import SYSTEM, Caller
 from core.services.invoicing import lifecycle, new_id
@@ -46,8 +52,9 @@ def due_periods(now: datetime | None = None, *, limit: int = 10_000) -> list[Due
         for row in rows.subscriptions_to_bill(connection, cutoff):
             interval = Interval(row["interval"])
             invoiced = rows.invoiced_period_ends(connection, row["id"])
-            for index in range(PERIOD_INDEX_MAX):
-                period = period_at(row["starts_at"], interval, index)
+            first = period_index(row["anchor_at"], interval, row["starts_at"])
+            for index in range(first, PERIOD_INDEX_MAX):
+                period = period_at(row["anchor_at"], interval, index)
                 if row["ends_at"] is not None and period.start >= row["ends_at"]:
                     break
                 end = min(period.end, row["ends_at"] or period.end)
@@ -179,7 +186,7 @@ def start_run(
     with get_database().transaction() as connection:
         for row in rows.subscriptions_to_bill(connection, period_end):
             period = period_containing(
-                row["starts_at"], Interval(row["interval"]), period_end - timedelta(microseconds=1)
+                row["anchor_at"], Interval(row["interval"]), period_end - timedelta(microseconds=1)
             )
             end = min(period.end, row["ends_at"] or period.end)
             if end == period_end:
