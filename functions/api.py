@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core import auth
 from core.domain.contracts import TeamName
 from core.domain.corrections import NewCorrection, Retraction
+from core.domain.coupons import NewCoupon, Redemption
 from core.domain.customers import (
     Cancellation,
     CustomerFields,
@@ -27,8 +28,11 @@ from core.domain.pricing.charges import PlanVersionDefinition, PriceSimulation
 from core.domain.regions import NewRegion
 from core.domain.responses.catalog import (
     ApiKey,
+    Coupon,
     CreatedApiKey,
     Customer,
+    Discount,
+    Discounts,
     EventJsonSchema,
     Metric,
     Plan,
@@ -42,7 +46,7 @@ from core.domain.responses.pricing import PriceSimulationResult
 from core.domain.responses.regions import Region, RegionDuplicate, Regions
 from core.domain.responses.usage import Correction, CorrectionPreview
 from core.services import api_keys, audit, corrections, dead_letters, regions, simulation, stats
-from core.services.catalog import customers, metrics, plans, subscriptions
+from core.services.catalog import coupons, customers, metrics, plans, subscriptions
 from functions import console, parameters
 from functions.declarations import PAGE, Link, body_id, choice, instant, text, whole_number
 from functions.http import JSON_CONTENT_TYPE, FunctionApp, Reply, Request, list_reply, validate
@@ -400,6 +404,77 @@ def change_subscription(request: Request) -> Reply:
     return Reply(
         subscriptions.change_subscription(
             request.require_caller(), request.params["subscription_id"], body
+        )
+    )
+
+
+# -- coupons and discounts --------------------------------------------------------------
+
+
+@APP.route(
+    "/v1/coupons",
+    ["POST"],
+    body=NewCoupon,
+    status=201,
+    response=Coupon,
+    errors=[409],
+    links=[body_id("code", "api.get_coupon", "/code")],
+)
+def create_coupon(request: Request) -> Reply:
+    body = validate(NewCoupon, request.json())
+    return Reply(coupons.create_coupon(request.require_caller(), body), status=201)
+
+
+@APP.route("/v1/coupons", response=Page[Coupon], query=PAGE)
+def list_coupons(request: Request) -> Reply:
+    return list_reply(*coupons.list_coupons(cursor=request.query("cursor"), limit=request.limit()))
+
+
+@APP.route("/v1/coupons/<code>", response=Coupon)
+def get_coupon(request: Request) -> Reply:
+    return Reply(coupons.get_coupon(request.params["code"]))
+
+
+@APP.route("/v1/coupons/<code>", ["DELETE"], response=Coupon)
+def archive_coupon(request: Request) -> Reply:
+    """Archive: no new redemptions; discounts already redeemed go on."""
+    return Reply(coupons.archive_coupon(request.require_caller(), request.params["code"]))
+
+
+@APP.route(
+    "/v1/subscriptions/<subscription_id>/discounts",
+    ["POST"],
+    body=Redemption,
+    status=201,
+    response=Discount,
+    errors=[409],
+)
+def redeem_coupon(request: Request) -> Reply:
+    """Redeem a coupon on the subscription: it applies from the current period. Refused:
+    409 coupon_archived, coupon_expired (after `redeem_by`), coupon_exhausted (at
+    `max_redemptions`, also under concurrent redemptions), already_redeemed."""
+    body = validate(Redemption, request.json())
+    return Reply(
+        coupons.redeem(request.require_caller(), request.params["subscription_id"], body),
+        status=201,
+    )
+
+
+@APP.route("/v1/subscriptions/<subscription_id>/discounts", response=Discounts)
+def list_discounts(request: Request) -> Reply:
+    return Reply({"data": coupons.list_discounts(request.params["subscription_id"])})
+
+
+@APP.route(
+    "/v1/subscriptions/<subscription_id>/discounts/<discount_id>", ["DELETE"], response=Discount
+)
+def remove_discount(request: Request) -> Reply:
+    """End a discount: it applies to no period starting after now (kept, marked removed)."""
+    return Reply(
+        coupons.remove_discount(
+            request.require_caller(),
+            request.params["subscription_id"],
+            request.params["discount_id"],
         )
     )
 

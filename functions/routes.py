@@ -15,6 +15,7 @@ ROUTE_OWNERS: dict[str, str] = {
     "/v1/dead-letters": "api",
     "/v1/stats": "api",
     "/v1/corrections": "api",
+    "/v1/coupons": "api",
     "/v1/regions": "api",
     "/dashboard": "api",
     "/v1/events": "ingest",

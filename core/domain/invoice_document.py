@@ -41,12 +41,16 @@ ADJUSTMENT_KINDS: Mapping[str, str] = {
     "credit_carried": "Credit carried from an earlier invoice",
     "reversal": "Reversal",
 }
+TERM_KINDS: Mapping[str, str] = {
+    "minimum_commitment": "Minimum commitment true-up",
+    "maximum_charge": "Maximum charge cap",
+}
 
 
 @dataclass(frozen=True)
 class DocumentLine:
     number: int
-    type: str  # "usage" or "adjustment"
+    type: str  # "usage", "adjustment", "commitment" or "discount"
     description: str
     detail: str  # what kind of charge it is, in a few words
     quantity: str
@@ -138,6 +142,35 @@ def _adjustment_line(
     )
 
 
+def _term_line(line: Mapping[str, Any], currency: str) -> DocumentLine:
+    """A commitment or discount line."""
+    if line["type"] == "discount":
+        detail = f"Discount · coupon {line['coupon_code']}"
+        if line.get("metric_keys"):
+            detail += f" · {', '.join(line['metric_keys'])}"
+    else:
+        detail = TERM_KINDS.get(str(line["kind"]), str(line["kind"]))
+    return DocumentLine(
+        number=int(line["line"]),
+        type=str(line["type"]),
+        description=str(line["description"]),
+        detail=detail,
+        quantity="",
+        unit_price="",
+        amount=format_amount(line["amount"], currency),
+        breakdown=Breakdown(),
+    )
+
+
+def _line(line: Mapping[str, Any], currency: str, numbers: Mapping[str, str]) -> DocumentLine:
+    kind = line.get("type")
+    if kind == "adjustment":
+        return _adjustment_line(line, currency, numbers)
+    if kind in {"commitment", "discount"}:
+        return _term_line(line, currency)
+    return _usage_line(line, currency)
+
+
 def referenced_invoices(invoice: Mapping[str, Any]) -> tuple[str, ...]:
     """The other invoices this one names (the one it replaces, those its adjustments
     correct), whose numbers `invoice_document` shows in place of their ids."""
@@ -154,12 +187,7 @@ def invoice_document(
     is shown as it is)."""
     numbers = numbers or {}
     currency = str(invoice["currency"])
-    lines = tuple(
-        _adjustment_line(line, currency, numbers)
-        if line.get("type") == "adjustment"
-        else _usage_line(line, currency)
-        for line in invoice["lines"]
-    )
+    lines = tuple(_line(line, currency, numbers) for line in invoice["lines"])
     credit = decimal_of(invoice["credit_carried"])
     plan_code, period = invoice.get("plan_code"), invoice.get("period")
     replaces = invoice.get("replaces")
@@ -188,6 +216,6 @@ def invoice_document(
         events=tuple(
             (int(line["line"]), _events(line.get("event_count") or 0), line.get("events_checksum"))
             for line in invoice["lines"]
-            if line.get("type") != "adjustment" and line.get("metric_key") is not None
+            if line.get("type") == "usage" and line.get("metric_key") is not None
         ),
     )

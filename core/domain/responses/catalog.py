@@ -255,3 +255,51 @@ class Subscription(ResponseModel):
         description="when a plan change ended this subscription (at `ends_at`)"
     )
     created_at: InstantText
+
+
+class AppliesToShown(ResponseModel):
+    metric_keys: list[str]
+
+
+class Coupon(ResponseModel):
+    """A coupon (API.md §12): redeemed on subscriptions as discounts."""
+
+    code: str
+    name: str
+    percent_off: DecimalText | None
+    amount_off: DecimalText | None
+    currency: Currency | None
+    duration: Literal["once", "repeating", "forever"]
+    duration_periods: int | None
+    applies_to: AppliesToShown | None = Field(description="null: every charge of the period")
+    max_redemptions: int | None
+    redeem_by: InstantText | None
+    times_redeemed: int
+    created_at: InstantText
+    archived_at: InstantText | None = Field(description="archived: no new redemptions")
+
+
+class Discount(ResponseModel):
+    """A coupon redeemed on a subscription: a negative line on the invoices of the periods
+    it is in force for, from `first_period_start` for `periods` periods (null: every one)."""
+
+    id: str
+    subscription_id: str
+    coupon_code: str
+    name: str
+    percent_off: DecimalText | None
+    amount_off: DecimalText | None
+    currency: Currency | None
+    applies_to: AppliesToShown | None
+    duration: Literal["once", "repeating", "forever"]
+    periods: int | None
+    first_period_start: InstantText
+    carried_from: str | None = Field(
+        description="the discount of the subscription a plan change replaced"
+    )
+    created_at: InstantText
+    removed_at: InstantText | None = Field(description="no period starting after it")
+
+
+class Discounts(ResponseModel):
+    data: list[Discount]

@@ -46,7 +46,34 @@ class AdjustmentLine(ResponseModel):
     amount: DecimalText
 
 
-InvoiceLine = Annotated[UsageLine | AdjustmentLine, Field(discriminator="type")]
+class CommitmentLine(ResponseModel):
+    """The period's minimum commitment true-up (positive) or maximum charge cap (negative),
+    on its usage and fee lines (API.md §11)."""
+
+    type: Literal["commitment"]
+    line: int = Field(ge=1)
+    kind: Literal["minimum_commitment", "maximum_charge"]
+    description: str
+    commitment: DecimalText = Field(description="the minimum or maximum, prorated for the period")
+    amount: DecimalText
+
+
+class DiscountLine(ResponseModel):
+    """A discount in force for the period (API.md §12): negative, never more than what the
+    earlier lines leave."""
+
+    type: Literal["discount"]
+    line: int = Field(ge=1)
+    discount_id: str
+    coupon_code: str
+    description: str
+    metric_keys: list[str] | None = Field(description="null: every charge of the period")
+    amount: DecimalText
+
+
+InvoiceLine = Annotated[
+    UsageLine | AdjustmentLine | CommitmentLine | DiscountLine, Field(discriminator="type")
+]
 
 
 class Invoice(ResponseModel):
@@ -123,7 +150,10 @@ class InvoiceExplanation(ResponseModel):
     calculation_id: str | None
     checksum: Checksum
     lines: list[
-        Annotated[ExplainedUsageLine | ExplainedAdjustmentLine, Field(discriminator="type")]
+        Annotated[
+            ExplainedUsageLine | ExplainedAdjustmentLine | CommitmentLine | DiscountLine,
+            Field(discriminator="type"),
+        ]
     ]
 
 

@@ -93,6 +93,21 @@ class CalculationLine(ResponseModel):
     )
 
 
+class CalculationTrial(ResponseModel):
+    ends_at: InstantText
+    bills_usage: bool = Field(description="false: usage before `ends_at` is not billed")
+
+
+class CalculationCommitment(ResponseModel):
+    """The period's commitment: the invoice's commitments step applies it, prorated by
+    `billed_days / period_days` (the days the flat fees bill)."""
+
+    minimum: DecimalText | None = None
+    maximum: DecimalText | None = None
+    period_days: int
+    billed_days: int
+
+
 class Calculation(Completeness):
     """Same subscription, period and events: same `id` and `checksum`."""
 
@@ -110,6 +125,12 @@ class Calculation(Completeness):
     total: DecimalText
     inputs_checksum: Checksum
     checksum: Checksum
+    trial: CalculationTrial | None = Field(
+        default=None, description="the subscription's trial, when it touches the period"
+    )
+    commitment: CalculationCommitment | None = Field(
+        default=None, description="the period's minimum commitment or maximum charge"
+    )
     # Completeness (inherited): whether the period is complete here at the time of the answer.
 
 

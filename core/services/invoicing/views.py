@@ -138,6 +138,9 @@ def explain(invoice_id: str) -> dict[str, Any]:
     invoice = get_invoice(invoice_id)
     explained = []
     for line in invoice["lines"]:
+        if line.get("type") in {"commitment", "discount"}:  # they explain themselves
+            explained.append(dict(line))
+            continue
         if line.get("type") == "adjustment":
             explained.append(
                 {
