@@ -711,3 +711,42 @@ def test_a_plan_change_carries_the_discounts_over(month):
     # The fee 90 x 15/30 = 45, no usage; 7 off.
     assert _amounts(after) == [("api_calls", "0"), ("Platform fee", "45"), ("loyal", "-7")]
     assert D(after["total"]) == D("38")
+
+
+def test_late_usage_goes_through_the_periods_commitment_and_discounts(month):
+    client = month
+    client.api.post(
+        "/v1/price-plans",
+        _plan(
+            "floor",
+            [{"metric_key": "api_calls", "model": "per_unit", "unit_price": "1"}],
+            minimum_commitment="500",
+        ),
+    )
+    customer = _customer(client, "cust_floor")
+    sub = _subscribe(client, customer, "floor", START)
+    _events(customer, START + timedelta(days=1), 300, "on-time")
+    aggregation.drain()
+    invoice = client.draft(sub["id"], START, END)
+    issued = client.call("POST", f"/v1/invoices/{invoice['id']}/issue")
+    assert _amounts(issued) == [("api_calls", "300"), ("minimum_commitment", "200")]
+
+    def adjusted() -> list[tuple[str, str]]:
+        listed = client.call("GET", f"/v1/adjustments?customer_id={customer}")["data"]
+        return sorted((a["description"].split(" (")[0], a["amount_delta"]) for a in listed)
+
+    # 50 late calls: still under the minimum, which absorbs them (+50 of usage, -50 of
+    # true-up): the customer owes nothing more.
+    _events(customer, START + timedelta(days=2), 50, "late-1")
+    aggregation.drain()
+    label = f"{START:%B %Y}"
+    assert adjusted() == [
+        (f"Commitment and discounts of {label}", "-50"),
+        (f"Late usage for {label}", "50"),
+    ]
+    # 400 more: 750 in all, 250 above the minimum; the true-up is gone (-150 more).
+    _events(customer, START + timedelta(days=3), 400, "late-2")
+    aggregation.drain()
+    found = adjusted()
+    assert sum(D(amount) for _, amount in found) == D("250")  # 750 - the 500 invoiced
+    assert sorted(amount for _, amount in found) == sorted(["-50", "-150", "50", "400"])

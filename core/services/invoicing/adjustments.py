@@ -6,27 +6,41 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
 
 from core.adapters import queue
 from core.adapters.postgres import customers as customer_rows
+from core.adapters.postgres import discounts as discount_rows
 from core.adapters.postgres import invoices as rows
+from core.adapters.postgres import plans as plan_rows
 from core.adapters.postgres import subscriptions as subscription_rows
 from core.adapters.postgres.database import get_database
 from core.domain.errors import FieldError, ValidationFailed
 from core.domain.invoices import NewAdjustment, status
 from core.domain.invoices.assembly import usage_lines
-from core.domain.invoices.late_usage import Billed, description, differences, period_label
+from core.domain.invoices.commitments import Commitment
+from core.domain.invoices.discounts import AppliedDiscount
+from core.domain.invoices.late_usage import (
+    TERMS_KEY,
+    Billed,
+    description,
+    differences,
+    period_label,
+    terms_difference,
+)
 from core.domain.money import round_to_currency
-from core.domain.periods import Period
+from core.domain.periods import Interval, Period
 from core.services import audit, pricing
 from core.services.caller import SYSTEM, Caller
+from core.services.catalog import coupons
 from core.services.invoicing import INVOICE_QUEUE, LATE_USAGE_JOB, new_id
 from core.services.invoicing.views import adjustment_view
 
 log = logging.getLogger(__name__)
+ZERO = Decimal(0)
 
 
 def record_adjustment(caller: Caller, body: NewAdjustment) -> dict[str, Any]:
@@ -157,6 +171,27 @@ def late_usage_job(job: queue.Job) -> None:
             )
 
 
+def _discounts_at_issue(
+    connection: Connection, invoice: dict[str, Any]
+) -> tuple[AppliedDiscount, ...]:
+    """The discounts the period's invoice applied: in force for its period and redeemed
+    before it was issued (a coupon redeemed later does not reach back)."""
+    subscription = subscription_rows.get(connection, invoice["subscription_id"])
+    assert subscription is not None
+    version = plan_rows.version(connection, subscription["plan_code"], subscription["plan_version"])
+    assert version is not None
+    issued = invoice["issued_at"]
+    redeemed = {
+        row["id"]
+        for row in discount_rows.of_subscription(connection, subscription["id"])
+        if issued is None or row["created_at"] <= issued
+    }
+    found = coupons.in_force(
+        connection, subscription, Interval(version["interval"]), invoice["period_start"]
+    )
+    return tuple(d for d in found if d.id in redeemed)
+
+
 @dataclass(frozen=True)
 class CorrectionCause:
     """Why a difference is recorded when a correction (not a late event) caused it: the
@@ -188,7 +223,7 @@ def adjust_late_usage(
     context = pricing.context_for(connection, invoice["subscription_id"], Period(start, end))
     repriced = pricing.compute(connection, context)
     adjusted = {
-        charge: Billed(quantity, amount)
+        charge: Billed(ZERO if quantity is None else quantity, amount)
         for charge, (quantity, amount) in rows.period_adjusted(
             connection, invoice["subscription_id"], start, end
         ).items()
@@ -230,4 +265,34 @@ def adjust_late_usage(
                 ),
             },
         )
+    terms = terms_difference(
+        invoice["lines"],
+        adjusted,
+        found,
+        currency=invoice["currency"],
+        commitment=Commitment.of(repriced.get("commitment")),
+        discounts=_discounts_at_issue(connection, invoice),
+    )
+    if terms != 0:
+        rows.insert_adjustment(
+            connection,
+            {
+                "id": new_id("adj"),
+                "customer_id": invoice["customer_id"],
+                "subscription_id": invoice["subscription_id"],
+                "kind": "late_usage" if cause is None else "correction",
+                "original_invoice_id": invoice["id"],
+                "charge": TERMS_KEY,
+                "metric_key": None,
+                "meter_version": None,
+                "plan_version": invoice["plan_version"],
+                "quantity_delta": None,
+                "amount_delta": terms,
+                "currency": invoice["currency"],
+                "reason": "late_usage" if cause is None else cause.reason,
+                "description": f"Commitment and discounts of {label} ({invoice['number']}) "
+                f"on its {'late usage' if cause is None else 'correction'}",
+            },
+        )
+        return len(found) + 1
     return len(found)
