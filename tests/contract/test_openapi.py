@@ -220,7 +220,12 @@ def test_polymorphic_parts_are_discriminated_unions():
     schemas = DOCUMENT["components"]["schemas"]
     line_items = schemas["Invoice"]["properties"]["lines"]["items"]
     assert line_items["discriminator"]["propertyName"] == "type"
-    assert set(line_items["discriminator"]["mapping"]) == {"usage", "adjustment"}
+    assert set(line_items["discriminator"]["mapping"]) == {
+        "usage",
+        "adjustment",
+        "commitment",
+        "discount",
+    }
     charge = schemas["Plan"]["properties"]["charges"]["items"]
     assert charge["discriminator"]["propertyName"] == "model"
     assert len(charge["discriminator"]["mapping"]) == 7
@@ -245,6 +250,16 @@ def test_the_document_states_scopes_bodies_and_statuses():
     assert "200" in payments["responses"] and payments["x-abaxus-scope"] == "read"
     assert DOCUMENT["paths"]["/v1/pricing/calculate"]["post"]["x-abaxus-scope"] == "read"
     assert "200" in DOCUMENT["paths"]["/v1/usage/parity"]["get"]["responses"]
+    change = DOCUMENT["paths"]["/v1/subscriptions/{subscription_id}/change"]["post"]
+    assert {"200", "409", "422"} <= set(change["responses"])
+    changed = resolve(change["requestBody"]["content"]["application/json"]["schema"]["$ref"])
+    assert {"plan_code", "effective", "overrides", "minimum_commitment"} <= set(
+        changed["properties"]
+    )
+    redeem = DOCUMENT["paths"]["/v1/subscriptions/{subscription_id}/discounts"]["post"]
+    assert {"201", "409"} <= set(redeem["responses"])
+    coupon = DOCUMENT["paths"]["/v1/coupons"]["post"]
+    assert coupon["x-abaxus-scope"] == "admin" and "201" in coupon["responses"]
     drafted = DOCUMENT["paths"]["/v1/invoices"]["post"]["responses"]
     assert {"200", "201"} <= set(drafted)
     operation_ids = [op["operationId"] for _, _, op in operations()]
