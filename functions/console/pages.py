@@ -23,7 +23,7 @@ from core.services import (
 )
 from core.services import regions as region_service
 from core.services import usage as usage_service
-from core.services.catalog import customers, metrics, subscriptions
+from core.services.catalog import coupons, customers, metrics, subscriptions
 from core.services.console_sessions import Session
 from core.services.invoicing import views as invoices
 from core.services.reconciliation import period_parity
@@ -53,6 +53,7 @@ def register(app: FunctionApp) -> None:
         ("/dashboard/metrics", "GET", metric_list, False),
         ("/dashboard/metrics/<key>", "GET", metric, False),
         ("/dashboard/metrics/<key>/release", "POST", release, True),
+        ("/dashboard/coupons", "GET", coupon_list, False),
         ("/dashboard/corrections", "GET", correction_list, False),
         ("/dashboard/corrections/<correction_id>", "GET", correction, False),
         ("/dashboard/corrections/<correction_id>/apply", "POST", apply_correction, True),
@@ -207,6 +208,7 @@ def customer(request: Request, session: Session) -> Reply:
                 start=documents.instant(period["start"]),
                 end=documents.instant(period["end"]),
             )
+    discounts = {s["id"]: coupons.list_discounts(s["id"]) for s in subscribed}
     billed, _ = invoices.list_invoices(customer_id=customer_id, status=None, cursor=None, limit=100)
     adjusted, _ = invoices.list_adjustments(customer_id=customer_id, cursor=None, limit=200)
     return web.render(
@@ -215,6 +217,7 @@ def customer(request: Request, session: Session) -> Reply:
         active="Customers",
         customer=found,
         subscriptions=subscribed,
+        discounts=discounts,
         usage=usage,
         invoices=sorted(billed, key=lambda i: i["period"]["start"], reverse=True),
         adjustments=adjusted,
@@ -356,6 +359,17 @@ def release(request: Request, session: Session) -> Reply:
         f"contract in force; {done['remaining']} held in all."
     )
     return web.redirect(f"/dashboard/metrics/{quote(key)}?" + urlencode({"notice": notice}))
+
+
+def coupon_list(request: Request, session: Session) -> Reply:
+    found, next_cursor = coupons.list_coupons(cursor=request.query("cursor"), limit=100)
+    return web.render(
+        "coupons.html.j2",
+        session=session,
+        active="Coupons",
+        coupons=found,
+        next_cursor=next_cursor,
+    )
 
 
 def correction_list(request: Request, session: Session) -> Reply:

@@ -504,3 +504,77 @@ def test_a_correction_page_previews_then_its_owner_applies_and_the_adjustment_is
     superseded = [r for r in rows if f"superseded by correction {opened['id']}" in r]
     assert len(superseded) >= 12 and any("console-fix-1" in r and "yes" in r for r in rows), rows
     watched.clean()
+
+
+def test_a_billing_month_shows_terms_discounts_and_a_plan_change(watched, world):
+    post = world["post"]
+    post(
+        "/v1/price-plans",
+        {
+            "code": "deal",
+            "name": "Deal",
+            "currency": "USD",
+            "interval": "month",
+            "charges": [{"metric_key": "api_calls", "model": "per_unit", "unit_price": "1"}],
+            "minimum_commitment": "50",
+        },
+    )
+    post("/v1/customers", {"id": "cust_deal", "name": "Deal Corp", "currency": "USD"})
+    subscription = post(
+        "/v1/subscriptions",
+        {"customer_id": "cust_deal", "plan_code": "deal", "starts_at": THIS_MONTH.isoformat()},
+    )
+    post(
+        "/v1/coupons",
+        {
+            "code": "welcome10",
+            "name": "Welcome",
+            "percent_off": "10",
+            "duration": "forever",
+            "max_redemptions": 10,
+        },
+    )
+    post(f"/v1/subscriptions/{subscription['id']}/discounts", {"coupon_code": "welcome10"})
+    draft = post(
+        "/v1/invoices",
+        {
+            "subscription_id": subscription["id"],
+            "period_start": THIS_MONTH.isoformat(),
+            "period_end": (THIS_MONTH + relativedelta(months=1)).isoformat(),
+        },
+    )
+    # No usage yet: the minimum 50 as a true-up, 10% off it: 45.
+    assert [(line["type"], line["amount"]) for line in draft["lines"]] == [
+        ("usage", "0"),
+        ("commitment", "50"),
+        ("discount", "-5"),
+    ]
+    changed = post(
+        f"/v1/subscriptions/{subscription['id']}/change",
+        {"plan_code": "pro", "effective": "period_end"},
+    )
+
+    log_in(watched, world["read_key"])
+    page = watched.page
+    page.goto(f"{world['base']}/dashboard/coupons")
+    row = page.locator("tr#welcome10")
+    expect(row).to_contain_text("10%")
+    expect(row).to_contain_text("1 of 10")
+    expect(row).to_contain_text("forever")
+    watched.shot("coupons")
+    page.goto(f"{world['base']}/dashboard/customers/cust_deal")
+    old_row = page.locator(f"tr#{subscription['id']}")
+    expect(old_row.locator("td.terms")).to_contain_text("minimum 50.00 USD")
+    expect(old_row.locator("td.discounts")).to_contain_text("welcome10")
+    expect(old_row).to_contain_text("plan changed")
+    new_row = page.locator(f"tr#{changed['id']}")
+    expect(new_row).to_contain_text(f"replaces {subscription['id']}")
+    expect(new_row.locator("td.discounts")).to_contain_text("welcome10")  # carried over
+    watched.shot("customer-terms")
+    page.goto(f"{world['base']}/dashboard/invoices/{draft['id']}")
+    body = page.locator("tbody").first
+    expect(body).to_contain_text("minimum commitment")
+    expect(body).to_contain_text("Welcome (10% off)")
+    assert page.get_by_role("link", name="welcome10").count() == 1
+    watched.shot("invoice-terms")
+    watched.clean()

@@ -500,6 +500,10 @@ def test_a_3_period_20_percent_coupon_across_four_invoices(month):
             line = invoice["lines"][2]
             assert (line["type"], line["discount_id"]) == ("discount", discount["id"])
             assert line["description"] == "Launch (20% off)"
+            document = client.invoice.get(
+                f"/v1/invoices/{invoice['id']}.html", headers=client.headers
+            ).get_data(as_text=True)
+            assert "Launch (20% off)" in document and "Discount · coupon launch20" in document
         else:
             assert [line["type"] for line in invoice["lines"]] == ["usage", "usage"]
     assert totals == ["80", "80", "80", "100"]

@@ -244,10 +244,16 @@ class Subscription(ResponseModel):
     overrides: list[dict[str, Any]] = Field(
         description="each names its charge (`charge` or `metric_key`) and the fields it replaces"
     )
-    trial_days: int | None = Field(description="the subscription's own trial (else the plan's)")
+    trial_days: int | None = Field(
+        description="in force: the subscription's own, else its plan version's"
+    )
     trial_ends_at: InstantText | None = Field(description="null without a trial")
-    minimum_commitment: DecimalText | None = Field(description="overrides the plan version's")
-    maximum_charge: DecimalText | None = Field(description="overrides the plan version's")
+    minimum_commitment: DecimalText | None = Field(
+        description="per period, in force: the subscription's own, else its plan version's"
+    )
+    maximum_charge: DecimalText | None = Field(
+        description="per period, in force: the subscription's own, else its plan version's"
+    )
     previous_subscription_id: str | None = Field(
         description="the subscription a plan change replaced with this one"
     )

@@ -46,9 +46,15 @@ def current_period(row: dict[str, Any], interval: Interval, now: datetime) -> Pe
     return period
 
 
-def view(row: dict[str, Any], interval: str, now: datetime | None = None) -> dict[str, Any]:
+def view(
+    row: dict[str, Any], version: dict[str, Any], now: datetime | None = None
+) -> dict[str, Any]:
+    """The subscription as the API shows it; its terms are those in force (its own
+    overrides, else its plan version's)."""
     now = now or datetime.now(UTC)
+    interval = version["interval"]
     period = current_period(row, Interval(interval), now)
+    terms = {**version["terms"], **row["terms"]}
     return {
         "id": row["id"],
         "customer_id": row["customer_id"],
@@ -61,10 +67,10 @@ def view(row: dict[str, Any], interval: str, now: datetime | None = None) -> dic
         "canceled_at": row["canceled_at"],
         "current_period": None if period is None else {"start": period.start, "end": period.end},
         "overrides": row["overrides"],
-        "trial_days": row["terms"].get("trial_days"),
+        "trial_days": terms.get("trial_days"),
         "trial_ends_at": row["trial_ends_at"],
-        "minimum_commitment": row["terms"].get("minimum_commitment"),
-        "maximum_charge": row["terms"].get("maximum_charge"),
+        "minimum_commitment": terms.get("minimum_commitment"),
+        "maximum_charge": terms.get("maximum_charge"),
         "previous_subscription_id": row["previous_subscription_id"],
         "changed_at": row["changed_at"],
         "created_at": row["created_at"],
@@ -175,7 +181,7 @@ def create_subscription(caller: Caller, body: NewSubscription) -> dict[str, Any]
                 "trial_ends_at": _trial_end(version, terms, starts_at),
             },
         )
-        result = view(row, version["interval"])
+        result = view(row, version)
         audit.record(
             connection,
             caller,
@@ -195,7 +201,8 @@ def cancel_subscription(
         row = rows.get(connection, subscription_id, lock=True)
         if row is None:
             raise NotFound(f"no subscription {subscription_id!r}")
-        interval = _interval(connection, row)
+        version = _version(connection, row)
+        interval = version["interval"]
         if row["canceled_at"] is not None or status(row, now) == "ended":
             raise Conflict(
                 f"subscription {subscription_id} is already canceled or ended",
@@ -223,7 +230,7 @@ def cancel_subscription(
             state=after,
             changes={"ends_at": {"before": row["ends_at"], "after": ends_at}},
         )
-        return view(after, interval, now)
+        return view(after, version, now)
 
 
 def change_subscription(caller: Caller, subscription_id: str, body: PlanChange) -> dict[str, Any]:
@@ -238,7 +245,7 @@ def change_subscription(caller: Caller, subscription_id: str, body: PlanChange) 
         old = rows.get(connection, subscription_id, lock=True)
         if old is None:
             raise NotFound(f"no subscription {subscription_id!r}")
-        interval = _interval(connection, old)
+        interval = _version(connection, old)["interval"]
         if old["canceled_at"] is not None or old["changed_at"] is not None:
             raise Conflict(
                 f"subscription {subscription_id} is canceled or already changed; "
@@ -271,7 +278,7 @@ def change_subscription(caller: Caller, subscription_id: str, body: PlanChange) 
             },
         )
         carried = discount_rows.carry_over(connection, subscription_id, new["id"], instant)
-        result = view(new, version["interval"], now)
+        result = view(new, version, now)
         audit.record(
             connection,
             caller,
@@ -336,7 +343,7 @@ def get_subscription(subscription_id: str) -> dict[str, Any]:
         row = rows.get(connection, subscription_id)
         if row is None:
             raise NotFound(f"no subscription {subscription_id!r}")
-        return view(row, _interval(connection, row))
+        return view(row, _version(connection, row))
 
 
 def list_subscriptions(
@@ -349,10 +356,10 @@ def list_subscriptions(
             limit=limit,
             key="id",
         )
-        return [view(row, _interval(connection, row)) for row in page], next_cursor
+        return [view(row, _version(connection, row)) for row in page], next_cursor
 
 
-def _interval(connection: Any, row: dict[str, Any]) -> str:
+def _version(connection: Any, row: dict[str, Any]) -> dict[str, Any]:
     version = plan_rows.version(connection, row["plan_code"], row["plan_version"])
     assert version is not None  # a foreign key guarantees it
-    return str(version["interval"])
+    return version
