@@ -3,10 +3,14 @@ candidate charges would have billed over the last N invoiced periods of every su
 on a plan, against what those periods were billed — from the same exact usage and the
 same pricing functions as invoices. Nothing is stored or changed.
 
-What a period was billed: its binding invoice's usage lines plus the late-usage and
-correction adjustments later recorded for it — so simulating the current charges gives
-back exactly what was billed (usage as it stands now, priced as invoices price it). Each
-subscription keeps its overrides where they name a candidate charge (by name or metric)."""
+What a period was billed: its binding invoice's period charges — usage and fees, then its
+commitment and discount lines — plus the late-usage and correction adjustments later
+recorded for it (their commitment and discount differences included). What it would have
+billed: the candidate charges' lines through the same commitments and discounts steps of
+invoice assembly, with the period's commitment and the discounts its invoice applied. So
+simulating the current charges gives back exactly what was billed (usage as it stands
+now, priced and assembled as invoices are). Each subscription keeps its overrides where
+they name a candidate charge (by name or metric)."""
 
 from __future__ import annotations
 
@@ -18,16 +22,25 @@ from core.adapters.postgres import invoices as invoice_rows
 from core.adapters.postgres import plans as plan_rows
 from core.adapters.postgres.database import get_database
 from core.domain.errors import FieldError, NotFound, ValidationFailed
-from core.domain.invoices.assembly import usage_lines
+from core.domain.invoices.assembly import (
+    AssemblyInputs,
+    assemble,
+    commitments,
+    discounts,
+    usage_and_fees,
+)
+from core.domain.invoices.commitments import Commitment
 from core.domain.money import round_to_currency
 from core.domain.periods import Period
 from core.domain.pricing.charges import CHARGE_ADAPTER, PlanVersionDefinition, PriceSimulation
 from core.services import pricing
+from core.services.catalog import coupons
 from core.services.catalog.plans import check_references
 
 # Invoiced periods (subscriptions times periods) priced in one call, each an exact scan
 # per metric charge: beyond it the request is refused, naming the bound.
 SIMULATION_PERIODS_PRICED_MAX = 2000
+PERIOD_LINES = frozenset({"usage", "commitment", "discount"})
 
 
 def simulate(plan_code: str, body: PriceSimulation) -> dict[str, Any]:
@@ -92,8 +105,21 @@ def _period(
         plan={**context.plan, "charges": candidate},
         subscription={**context.subscription, "overrides": overrides},
     )
-    simulated = Decimal(pricing.compute(connection, simulated_context)["total"])
-    invoiced = sum((Decimal(line["amount"]) for line in usage_lines(invoice["lines"])), Decimal(0))
+    priced = pricing.compute(connection, simulated_context)
+    assembled = assemble(
+        AssemblyInputs(
+            currency=currency,
+            usage_lines=tuple(priced["lines"]),
+            commitment=Commitment.of(priced.get("commitment")),
+            discounts=coupons.discounts_of_invoice(connection, invoice),
+        ),
+        steps=(usage_and_fees, commitments, discounts),
+    )
+    simulated = assembled.subtotal
+    invoiced = sum(
+        (Decimal(line["amount"]) for line in invoice["lines"] if line["type"] in PERIOD_LINES),
+        Decimal(0),
+    )
     billed = round_to_currency(invoiced + Decimal(invoice["adjusted"]), currency)
     simulated = round_to_currency(simulated, currency)
     return {

@@ -754,3 +754,46 @@ def test_late_usage_goes_through_the_periods_commitment_and_discounts(month):
     found = adjusted()
     assert sum(D(amount) for _, amount in found) == D("250")  # 750 - the 500 invoiced
     assert sorted(amount for _, amount in found) == sorted(["-50", "-150", "50", "400"])
+
+
+def test_the_simulation_goes_through_commitments_and_discounts_like_invoices(month):
+    client = month
+    per_unit = {"metric_key": "api_calls", "model": "per_unit", "unit_price": "1"}
+    client.api.post("/v1/price-plans", _plan("floored", [per_unit], minimum_commitment="500"))
+    client.api.post(
+        "/v1/coupons",
+        {"code": "tenth", "name": "Tenth", "percent_off": "10", "duration": "forever"},
+    )
+    customer = _customer(client, "cust_sim")
+    sub = _subscribe(client, customer, "floored", START)
+    client.api.post(
+        f"/v1/subscriptions/{sub['id']}/discounts", {"coupon_code": "tenth"}, expect=201
+    )
+    _events(customer, START + timedelta(days=1), 300, "sim")
+    aggregation.drain()
+    invoice = client.draft(sub["id"], START, END)
+    issued = client.call("POST", f"/v1/invoices/{invoice['id']}/issue")
+    # 300 of usage, a true-up of 200 to the minimum 500, 10% off: 450.
+    assert _amounts(issued) == [
+        ("api_calls", "300"),
+        ("minimum_commitment", "200"),
+        ("tenth", "-50"),
+    ]
+    # 400 late: 700 of usage, above the minimum; 10% off: 630 billed in all.
+    _events(customer, START + timedelta(days=2), 400, "sim-late")
+    aggregation.drain()
+
+    def simulate(unit_price: str) -> Any:
+        return client.api.post(
+            "/v1/price-plans/floored/simulate",
+            {"charges": [{**per_unit, "unit_price": unit_price}], "periods": 1},
+            expect=200,
+        )
+
+    same = simulate("1")
+    (period,) = same["customers"][0]["periods"]
+    assert (period["invoiced"], period["adjusted"], period["billed"]) == ("450", "180", "630")
+    assert (period["simulated"], period["delta"]) == ("630", "0")
+    # At 0.50: 350 of usage under the minimum (true-up 150), 10% off: 450.
+    cheaper = simulate("0.5")
+    assert (cheaper["total"]["simulated"], cheaper["total"]["delta"]) == ("450", "-180")

@@ -145,7 +145,7 @@ def latest_binding_of_plan(
     corrections: not manual ones), oldest first per subscription."""
     rows = connection.exec_driver_sql(
         "SELECT i.id, i.subscription_id, i.customer_id, i.period_start, i.period_end, "
-        "i.currency, i.lines, coalesce(a.adjusted, 0) AS adjusted FROM ("
+        "i.currency, i.lines, i.issued_at, coalesce(a.adjusted, 0) AS adjusted FROM ("
         "SELECT i.*, row_number() OVER (PARTITION BY i.subscription_id "
         "ORDER BY i.period_end DESC) AS n FROM invoices i "
         "JOIN subscriptions s ON s.id = i.subscription_id "

@@ -149,7 +149,9 @@ class SimulatedPeriod(ResponseModel):
     subscription_id: str
     invoice_id: str = Field(description="the binding invoice of the period")
     period: Period
-    invoiced: DecimalText = Field(description="the invoice's usage lines")
+    invoiced: DecimalText = Field(
+        description="the invoice's period charges: usage and fees, commitment and discount lines"
+    )
     adjusted: DecimalText = Field(
         description="late-usage and correction adjustments later recorded for the period"
     )

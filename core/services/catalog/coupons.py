@@ -280,3 +280,24 @@ def in_force(
             )
         )
     return tuple(found)
+
+
+def discounts_of_invoice(
+    connection: Connection, invoice: dict[str, Any]
+) -> tuple[AppliedDiscount, ...]:
+    """The discounts a subscription invoice applies: in force for its period and, once it
+    is issued, redeemed before it was (a coupon redeemed later does not reach back)."""
+    subscription = subscription_rows.get(connection, invoice["subscription_id"])
+    assert subscription is not None  # invoices reference subscriptions
+    found = in_force(
+        connection, subscription, _interval(connection, subscription), invoice["period_start"]
+    )
+    issued = invoice.get("issued_at")
+    if issued is None:
+        return found
+    redeemed = {
+        row["id"]
+        for row in rows.of_subscription(connection, subscription["id"])
+        if row["created_at"] <= issued
+    }
+    return tuple(d for d in found if d.id in redeemed)

@@ -13,16 +13,13 @@ from sqlalchemy import Connection
 
 from core.adapters import queue
 from core.adapters.postgres import customers as customer_rows
-from core.adapters.postgres import discounts as discount_rows
 from core.adapters.postgres import invoices as rows
-from core.adapters.postgres import plans as plan_rows
 from core.adapters.postgres import subscriptions as subscription_rows
 from core.adapters.postgres.database import get_database
 from core.domain.errors import FieldError, ValidationFailed
 from core.domain.invoices import NewAdjustment, status
 from core.domain.invoices.assembly import usage_lines
 from core.domain.invoices.commitments import Commitment
-from core.domain.invoices.discounts import AppliedDiscount
 from core.domain.invoices.late_usage import (
     TERMS_KEY,
     Billed,
@@ -32,7 +29,7 @@ from core.domain.invoices.late_usage import (
     terms_difference,
 )
 from core.domain.money import round_to_currency
-from core.domain.periods import Interval, Period
+from core.domain.periods import Period
 from core.services import audit, pricing
 from core.services.caller import SYSTEM, Caller
 from core.services.catalog import coupons
@@ -171,27 +168,6 @@ def late_usage_job(job: queue.Job) -> None:
             )
 
 
-def _discounts_at_issue(
-    connection: Connection, invoice: dict[str, Any]
-) -> tuple[AppliedDiscount, ...]:
-    """The discounts the period's invoice applied: in force for its period and redeemed
-    before it was issued (a coupon redeemed later does not reach back)."""
-    subscription = subscription_rows.get(connection, invoice["subscription_id"])
-    assert subscription is not None
-    version = plan_rows.version(connection, subscription["plan_code"], subscription["plan_version"])
-    assert version is not None
-    issued = invoice["issued_at"]
-    redeemed = {
-        row["id"]
-        for row in discount_rows.of_subscription(connection, subscription["id"])
-        if issued is None or row["created_at"] <= issued
-    }
-    found = coupons.in_force(
-        connection, subscription, Interval(version["interval"]), invoice["period_start"]
-    )
-    return tuple(d for d in found if d.id in redeemed)
-
-
 @dataclass(frozen=True)
 class CorrectionCause:
     """Why a difference is recorded when a correction (not a late event) caused it: the
@@ -271,7 +247,7 @@ def adjust_late_usage(
         found,
         currency=invoice["currency"],
         commitment=Commitment.of(repriced.get("commitment")),
-        discounts=_discounts_at_issue(connection, invoice),
+        discounts=coupons.discounts_of_invoice(connection, invoice),
     )
     if terms != 0:
         rows.insert_adjustment(

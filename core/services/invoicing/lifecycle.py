@@ -23,8 +23,6 @@ from core.adapters import queue
 from core.adapters.postgres import calculations as calculation_rows
 from core.adapters.postgres import customers as customer_rows
 from core.adapters.postgres import invoices as rows
-from core.adapters.postgres import plans as plan_rows
-from core.adapters.postgres import subscriptions as subscription_rows
 from core.adapters.postgres.database import get_database
 from core.config import settings
 from core.domain.errors import Conflict, NotFound
@@ -37,10 +35,9 @@ from core.domain.invoices.assembly import (
     carried_ids,
 )
 from core.domain.invoices.commitments import Commitment
-from core.domain.invoices.discounts import AppliedDiscount
 from core.domain.invoices.status import InvoiceStatus
 from core.domain.invoices.voiding import AdjustmentState, void_plan
-from core.domain.periods import Interval, Period
+from core.domain.periods import Period
 from core.domain.pricing.engine import sha256
 from core.services import audit, completeness, pricing
 from core.services.caller import Caller
@@ -148,7 +145,9 @@ def _assembled(
             commitment=None
             if calculation is None
             else Commitment.of(calculation.get("commitment")),
-            discounts=_discounts(connection, row),
+            discounts=()
+            if row["subscription_id"] is None
+            else coupons.discounts_of_invoice(connection, row),
         )
     )
     values: dict[str, Any] = {}
@@ -173,19 +172,6 @@ def _assembled(
         "credit_carried": assembly.credit_carried,
         "checksum": _checksum(row | values, priced, assembly),
     }
-
-
-def _discounts(connection: Connection, row: dict[str, Any]) -> tuple[AppliedDiscount, ...]:
-    """The subscription's discounts in force for the invoice's period."""
-    if row["subscription_id"] is None:
-        return ()
-    subscription = subscription_rows.get(connection, row["subscription_id"])
-    assert subscription is not None  # invoices reference subscriptions
-    version = plan_rows.version(connection, subscription["plan_code"], subscription["plan_version"])
-    assert version is not None
-    return coupons.in_force(
-        connection, subscription, Interval(version["interval"]), row["period_start"]
-    )
 
 
 def create_draft(
